@@ -1,0 +1,14 @@
+"""dragwidget: DragDiffusion point-based image editing, as a Python API, a CLI and a Jupyter widget."""
+
+from .config import DEFAULT_MODEL, DragConfig
+from .editor import DragEditor, DragRequest, DragResult, PreparedImage, Progress
+from .errors import DragCancelled, DragWidgetError, InputError, ModelNotFoundError
+from .image_input import PointPair
+from .loading import DiffusionModel, load_model
+
+__all__ = [
+    "DEFAULT_MODEL", "DragConfig", "DragEditor", "DragRequest", "DragResult", "PreparedImage", "Progress",
+    "DragCancelled", "DragWidgetError", "InputError", "ModelNotFoundError", "PointPair", "DiffusionModel",
+    "load_model",
+]
+__version__ = "0.1.0"

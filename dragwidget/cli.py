@@ -1,0 +1,121 @@
+"""Command line: `dragwidget edit IMAGE --points "hx,hy,tx,ty[;...]" ...`.
+
+Bad input prints one line starting with "dragwidget: error:" and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .config import DEFAULT_MODEL
+from .errors import DragCancelled, DragWidgetError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors also become one line and status 2
+        raise SystemExit(_fail(message))
+
+
+def _fail(message: str) -> int:
+    print(f"dragwidget: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _progress_printer():
+    from tqdm.auto import tqdm
+
+    bars = {}
+
+    def show(event):
+        bar = bars.get(event.stage)
+        if bar is None:
+            bar = bars[event.stage] = tqdm(total=event.total, desc=event.stage, leave=True, file=sys.stderr)
+        bar.total = event.total
+        bar.n = event.step
+        if event.cached:
+            bar.set_postfix_str("cached")
+        elif event.message:
+            bar.set_postfix_str(event.message)
+        bar.refresh()
+
+    return show, bars
+
+
+def edit(args) -> int:
+    from .config import DragConfig
+    from .editor import DragEditor, DragRequest
+    from .image_input import load_image, load_mask, normalise_points
+
+    # Check everything the user typed before the (slow) model load.
+    picture = load_image(args.image)
+    pairs = normalise_points(args.points, *picture.size)
+    mask = load_mask(args.mask, *picture.size)
+    editor = DragEditor(args.model, vae=args.vae, device=args.device)
+    changes = {"seed": args.seed} if args.seed is not None else {}
+    if args.lora_steps is not None:
+        changes["lora_steps"] = args.lora_steps
+    if args.drag_steps is not None:
+        changes["max_drag_steps"] = args.drag_steps
+    config = editor.config.replace(**changes)
+    show, bars = _progress_printer()
+    try:
+        result = editor.run(DragRequest(picture, pairs, mask, args.prompt, config), progress=show)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    out = Path(args.out or f"{Path(args.image).stem}_dragged.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.image.save(out)
+    print(f"wrote {out} ({result.image.width}x{result.image.height}); handles ended at "
+          f"{[list(h) for h in result.handles]} after {result.steps} steps"
+          f"{'' if result.reached else ' (not all targets reached)'}")
+    if args.report:
+        report = Path(args.report)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps({"image": str(args.image), "output": str(out), "model": args.model,
+                                      "prompt": args.prompt, **result.report()}, indent=2))
+        print(f"wrote {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dragwidget", description="DragDiffusion point-based image editing.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    edit_parser = commands.add_parser("edit", help="drag points of an image and save the result")
+    edit_parser.add_argument("image", help="the image to edit (any format Pillow reads)")
+    edit_parser.add_argument("--points", required=True,
+                             help='"hx,hy,tx,ty[;hx,hy,tx,ty...]": handle -> target pairs in input-image pixels, x right, y down')
+    edit_parser.add_argument("--mask", help="white-is-editable image of any size (resized, nearest)")
+    edit_parser.add_argument("--prompt", default="", help="text describing the image (helps LoRA and inversion)")
+    edit_parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local diffusers folder or embedded model name (default {DEFAULT_MODEL})")
+    edit_parser.add_argument("--vae", help="optional VAE to use instead of the checkpoint's, e.g. stabilityai/sd-vae-ft-mse")
+    edit_parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    edit_parser.add_argument("--seed", type=int, help="seed of the drag (default 42)")
+    edit_parser.add_argument("--lora-steps", type=int, help="LoRA fine-tuning steps (0 = no LoRA)")
+    edit_parser.add_argument("--drag-steps", type=int, help="maximum optimisation steps")
+    edit_parser.add_argument("--out", help="where to write the edited image (default IMAGE_dragged.png)")
+    edit_parser.add_argument("--report", help="where to write a JSON report (final handles, trajectory, timings, config)")
+    edit_parser.set_defaults(run=edit)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except DragCancelled as error:
+        print(f"dragwidget: cancelled: {error}", file=sys.stderr)
+        return 130
+    except (DragWidgetError, ValueError) as error:
+        return _fail(error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

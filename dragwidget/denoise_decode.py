@@ -1,0 +1,69 @@
+"""Step 4: denoise the dragged latent back to t = 0 and decode it.
+
+With mutual self-attention on, the original latent is denoised alongside as the reference
+branch: batch = [original, edited] (each doubled to [unconditional, conditional] under
+classifier-free guidance), and the edited rows read the original rows' keys and values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Optional
+
+import torch
+
+from .config import DragConfig
+from .encoding import decode_latents
+from .loading import DiffusionModel
+from .mutual_self_attention import mutual_self_attention
+
+
+def predict_noise(model, latents, timestep, text_embedding, uncond_embedding, guidance_scale):
+    """Noise for each row of `latents`, with classifier-free guidance when guidance_scale > 1."""
+    rows = latents.shape[0]
+    if guidance_scale <= 1.0:
+        return model.unet(latents, timestep, encoder_hidden_states=text_embedding.expand(rows, -1, -1)).sample
+    # Rows stay grouped by branch ([o_u, o_c, e_u, e_c]) so that the first half is still the original.
+    doubled = latents.repeat_interleave(2, dim=0)
+    embeddings = torch.cat([uncond_embedding, text_embedding]).repeat(rows, 1, 1)
+    noise = model.unet(doubled, timestep, encoder_hidden_states=embeddings).sample
+    uncond, cond = noise.view(rows, 2, *noise.shape[1:]).unbind(1)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+@torch.no_grad()
+def denoise(
+    model: DiffusionModel,
+    scheduler,
+    start_index: int,
+    original_latent: torch.Tensor,
+    edited_latent: torch.Tensor,
+    text_embedding: torch.Tensor,
+    config: DragConfig,
+    guidance_scale: float = 1.0,
+    uncond_embedding: Optional[torch.Tensor] = None,
+    on_step: Optional[Callable[[int, int], None]] = None,
+) -> torch.Tensor:
+    """Run DDIM from timesteps[start_index] to the end; return the edited clean latent."""
+    timesteps = scheduler.timesteps[start_index:]
+    if config.mutual_attention:
+        latents = torch.cat([original_latent, edited_latent])
+        control = mutual_self_attention(model.unet, config)
+    else:
+        latents = edited_latent
+        control = contextlib.nullcontext()
+    with control as denoising_step:
+        for index, timestep in enumerate(timesteps):
+            if denoising_step is not None:
+                denoising_step.index = index
+            with model.autocast():
+                noise = predict_noise(model, latents, timestep, text_embedding, uncond_embedding, guidance_scale)
+            latents = scheduler.step(noise.float(), timestep, latents).prev_sample
+            if on_step is not None:
+                on_step(index + 1, len(timesteps))
+    return latents[-1:]
+
+
+@torch.no_grad()
+def decode(model: DiffusionModel, latent: torch.Tensor) -> torch.Tensor:
+    return decode_latents(model, latent)

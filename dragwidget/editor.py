@@ -1,0 +1,342 @@
+"""The public API: prepare an image once (LoRA, inversion), then drag it as often as you like.
+
+    editor = DragEditor("toy")
+    prepared = editor.prepare("photo.png", prompt="a red disc")
+    result = editor.drag(prepared, [{"handle": [10, 20], "target": [30, 20]}])
+    result.image.save("edited.png")
+
+`DragEditor.run(DragRequest(...))` is the one narrow entry point used by the widget and the CLI:
+it keeps prepared images in memory, so repeated drags of the same image reuse LoRA and inversion.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import lora_finetuning
+from .config import DEFAULT_MODEL, DragConfig
+from .ddim_inversion import ddim_scheduler, drag_timestep_index, invert
+from .denoise_decode import decode, denoise
+from .encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image
+from .errors import DragCancelled, InputError
+from .generation import generate
+from .image_input import ImageLike, PointPair, load_image, load_mask, normalise_points, working_size
+from .latent_optimization import optimize_latent
+from .loading import DiffusionModel, load_model
+
+XY = Tuple[float, float]
+
+
+@dataclass
+class Progress:
+    """One progress report. `stage` is one of lora, inversion, generate, drag, denoise, decode."""
+
+    stage: str
+    step: int
+    total: int
+    message: str = ""
+    handles: Optional[List[XY]] = None          # drag stage: current handles, input-image pixels
+    preview: Optional[Image.Image] = None       # drag stage: predicted clean image, when asked for
+    cached: bool = False                        # the stage's result came from a cache
+
+
+ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass
+class PreparedImage:
+    """An image made ready for dragging: keep it and drag it again without repeating the work."""
+
+    image: Image.Image                 # the input as given (RGB, EXIF orientation applied)
+    prompt: str
+    config: DragConfig                 # the LoRA and inversion settings it was prepared with
+    working_size: Tuple[int, int]
+    pixels: torch.Tensor
+    text_embedding: torch.Tensor
+    uncond_embedding: torch.Tensor
+    lora_weights: Optional[Dict[str, torch.Tensor]]
+    lora_source: str                   # "trained", "disk cache" or "none" (generated image, 0 steps)
+    clean_latent: Optional[torch.Tensor]
+    guidance_scale: float
+    generated: bool = False
+    timings: Dict[str, float] = field(default_factory=dict)
+    inverted: Dict[Tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    dragged: bool = False
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        return self.image.size
+
+
+@dataclass
+class DragResult:
+    image: Image.Image                 # edited, at the input's size
+    original: Image.Image
+    pairs: List[PointPair]
+    handles: List[XY]                  # where the handles ended, input-image pixels
+    trajectory: List[List[XY]]         # handle positions after every step, input-image pixels
+    reached: bool
+    steps: int
+    timings: Dict[str, float]
+    config: DragConfig
+    mask: Optional[np.ndarray]
+    reused: Dict[str, str]             # what came from a cache: {"lora": ..., "inversion": ...}
+
+    def report(self) -> dict:
+        """Everything but the pictures, as JSON-ready data."""
+        return {
+            "image_size": list(self.image.size),
+            "pairs": [pair.to_dict() for pair in self.pairs],
+            "final_handles": [list(h) for h in self.handles],
+            "trajectory": [[list(h) for h in step] for step in self.trajectory],
+            "reached": self.reached,
+            "steps": self.steps,
+            "timings": self.timings,
+            "reused": self.reused,
+            "config": self.config.to_dict(),
+        }
+
+
+@dataclass
+class DragRequest:
+    """What a front end asks for: drag `points` of `image` (or of an already prepared image)."""
+
+    image: Optional[ImageLike]
+    points: object
+    mask: object = None
+    prompt: str = ""
+    config: Optional[DragConfig] = None
+    prepared: Optional[PreparedImage] = None
+
+
+class DragEditor:
+    def __init__(self, model=DEFAULT_MODEL, *, vae: Optional[str] = None, device=None, dtype=None,
+                 config: Optional[DragConfig] = None, cache_dir=None, keep_prepared: int = 4):
+        self.model: DiffusionModel = model if isinstance(model, DiffusionModel) else load_model(
+            model, vae=vae, device=device, dtype=dtype)
+        # An embedded model may ship settings measured for it; Stable Diffusion keeps the reference ones.
+        self.config = config or DragConfig.from_dict(self.model.recommended_settings)
+        self.cache_dir = cache_dir or lora_finetuning.default_cache_dir()
+        self._prepared = collections.OrderedDict()
+        self._keep_prepared = keep_prepared
+        self._installed_lora: Optional[int] = None  # id() of the weights now in the UNet
+
+    # ---------------------------------------------------------------- preparation
+    def prepare(self, image: ImageLike, prompt: str = "", *, config: Optional[DragConfig] = None,
+                progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> PreparedImage:
+        """Fine-tune the identity LoRA (or take it from the disk cache) and invert the image."""
+        config = config or self.config
+        report = _Reporter(progress, cancel)
+        picture = load_image(image)
+        width, height = working_size(*picture.size, config.working_width or self.model.native_width,
+                                     self.model.vae_scale_factor)
+        working = picture.resize((width, height), Image.BILINEAR)
+        pixels = image_to_tensor(working, self.model.device)
+        text_embedding = encode_prompt(self.model, prompt)
+        timings = {}
+
+        started = time.perf_counter()
+        weights, source = None, "none"
+        if config.lora_steps > 0:
+            key = lora_finetuning.lora_cache_key(self.model, np.asarray(working), prompt, config)
+            path = self.cache_dir / "lora" / f"{key}.safetensors"
+            if path.is_file():
+                weights, source = lora_finetuning.load_lora(path), "disk cache"
+                report(Progress("lora", config.lora_steps, config.lora_steps, "LoRA loaded from cache", cached=True))
+            else:
+                weights = lora_finetuning.train_identity_lora(
+                    self.model, pixels, text_embedding, config,
+                    on_step=lambda step, total, loss: report(Progress("lora", step, total, f"loss {loss:.4f}")))
+                lora_finetuning.save_lora(weights, path, config)
+                source = "trained"
+        timings["lora"] = time.perf_counter() - started
+
+        prepared = PreparedImage(
+            image=picture, prompt=prompt, config=config, working_size=(width, height), pixels=pixels,
+            text_embedding=text_embedding, uncond_embedding=encode_prompt(self.model, ""),
+            lora_weights=weights, lora_source=source, clean_latent=encode_image(self.model, pixels),
+            guidance_scale=config.guidance_scale, timings=timings)
+        self._install_lora(prepared)  # the just-trained LoRA is already in place; this records it
+        self._inverted_latent(prepared, config, report)
+        return prepared
+
+    def generate(self, prompt: str, *, seed: Optional[int] = None, width: Optional[int] = None,
+                 height: Optional[int] = None, config: Optional[DragConfig] = None,
+                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> PreparedImage:
+        """Generated-image mode: a new image from `prompt`, ready to drag (no LoRA, no inversion)."""
+        config = config or self.config
+        report = _Reporter(progress, cancel)
+        multiple = self.model.vae_scale_factor
+        width, height = working_size(width or self.model.native_width, height or width or self.model.native_width,
+                                     width or self.model.native_width, multiple)
+        lora_finetuning.install_lora(self.model.unet, None, config)
+        self._installed_lora = None
+        started = time.perf_counter()
+        made = generate(self.model, prompt, config, width, height, config.seed if seed is None else seed,
+                        on_step=lambda step, total: report(Progress("generate", step, total)))
+        picture = tensor_to_image(made.pixels)
+        prepared = PreparedImage(
+            image=picture, prompt=prompt, config=config, working_size=(width, height), pixels=made.pixels,
+            text_embedding=made.text_embedding, uncond_embedding=made.uncond_embedding, lora_weights=None,
+            lora_source="none", clean_latent=None, guidance_scale=config.generation_guidance_scale,
+            generated=True, timings={"generate": time.perf_counter() - started})
+        prepared.inverted[(config.num_inference_steps, config.inversion_steps)] = made.drag_latent
+        return prepared
+
+    # ---------------------------------------------------------------- the drag
+    def drag(self, prepared: PreparedImage, points, mask=None, *, config: Optional[DragConfig] = None,
+             progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> DragResult:
+        """Drag the handles of `points` to their targets. `config` may change the drag settings;
+        LoRA settings are those the image was prepared with."""
+        config = config or prepared.config
+        report = _Reporter(progress, cancel)
+        in_width, in_height = prepared.size
+        pairs = normalise_points(points, in_width, in_height)
+        editable = load_mask(mask, in_width, in_height)
+        work_width, work_height = prepared.working_size
+        grid = (max(1, round(work_height * config.feature_scale)), max(1, round(work_width * config.feature_scale)))
+        to_grid = torch.tensor([grid[1] / in_width, grid[0] / in_height], device=self.model.device)
+        handles = [(torch.tensor(p.handle, device=self.model.device) * to_grid).round() for p in pairs]
+        targets = [(torch.tensor(p.target, device=self.model.device) * to_grid).round() for p in pairs]
+        to_input = lambda xy: (round(float(xy[0]) / float(to_grid[0]), 2), round(float(xy[1]) / float(to_grid[1]), 2))
+
+        # The first drag of a prepared image accounts for its preparation; later ones reuse it.
+        first_drag = not prepared.dragged
+        prepared.dragged = True
+        timings = {"lora": prepared.timings.get("lora", 0.0) if first_drag else 0.0}
+        self._install_lora(prepared)
+        started = time.perf_counter()
+        latent, inversion_cached = self._inverted_latent(prepared, config, report)
+        if first_drag and inversion_cached:
+            timings["inversion"] = prepared.timings.get("inversion", 0.0)
+            inversion_cached = False
+        else:
+            timings["inversion"] = 0.0 if inversion_cached else time.perf_counter() - started
+
+        scheduler = ddim_scheduler(self.model, config)
+        start_index = drag_timestep_index(config)
+        timestep = scheduler.timesteps[start_index]
+        keep_mask = None
+        if editable is not None:
+            keep_mask = 1.0 - F.interpolate(torch.from_numpy(editable).float()[None, None], size=latent.shape[-2:],
+                                            mode="nearest").to(self.model.device)
+
+        def on_drag_step(step, current, current_latent, noise):
+            preview = None
+            if config.preview_every and step % config.preview_every == 0:
+                preview = self._preview(scheduler, timestep, current_latent, noise)
+            report(Progress("drag", step, config.max_drag_steps, handles=[to_input(h) for h in current],
+                            preview=preview))
+
+        report(Progress("drag", 0, config.max_drag_steps, handles=[to_input(h) for h in handles]))
+        torch.manual_seed(config.seed)
+        started = time.perf_counter()
+        outcome = optimize_latent(
+            self.model, latent, timestep, scheduler, prepared.text_embedding, handles, targets, grid, config,
+            keep_mask=keep_mask, guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
+            on_step=on_drag_step)
+        timings["optimisation"] = time.perf_counter() - started
+        timings["optimisation_steps_per_second"] = outcome.steps / timings["optimisation"] if timings["optimisation"] else 0.0
+
+        started = time.perf_counter()
+        edited = denoise(self.model, scheduler, start_index, latent, outcome.latent, prepared.text_embedding, config,
+                         guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
+                         on_step=lambda step, total: report(Progress("denoise", step, total)))
+        timings["denoise"] = time.perf_counter() - started
+        report.check()
+        started = time.perf_counter()
+        picture = tensor_to_image(decode(self.model, edited)).resize(prepared.size, Image.LANCZOS)
+        timings["decode"] = time.perf_counter() - started
+        report(Progress("decode", 1, 1))
+        return DragResult(
+            image=picture, original=prepared.image, pairs=pairs,
+            handles=[to_input(h) for h in outcome.handles],
+            trajectory=[[to_input(h) for h in step] for step in outcome.trajectory],
+            reached=outcome.reached, steps=outcome.steps, timings=timings, config=config, mask=editable,
+            reused={"lora": prepared.lora_source if first_drag else "memory",
+                    "inversion": "memory" if inversion_cached else "computed"})
+
+    def run(self, request: DragRequest, progress: Optional[ProgressCallback] = None,
+            cancel: Optional[CancelCheck] = None) -> DragResult:
+        """Prepare (or reuse) the request's image, then drag it. Points and mask are checked first,
+        so bad input fails before any long work starts."""
+        config = request.config or self.config
+        prepared = request.prepared
+        if prepared is None:
+            if request.image is None:
+                raise InputError("a request needs an image (or an already prepared image)")
+            picture = load_image(request.image)
+            normalise_points(request.points, *picture.size)
+            key = _prepared_key(picture, request.prompt, config)
+            prepared = self._prepared.get(key)
+            if prepared is None:
+                prepared = self.prepare(picture, request.prompt, config=config, progress=progress, cancel=cancel)
+                self._prepared[key] = prepared
+                while len(self._prepared) > self._keep_prepared:
+                    self._prepared.popitem(last=False)
+            else:
+                self._prepared.move_to_end(key)
+                if progress is not None:
+                    progress(Progress("lora", 1, 1, "reusing the prepared image (LoRA and inversion)", cached=True))
+        return self.drag(prepared, request.points, request.mask, config=config, progress=progress, cancel=cancel)
+
+    # ---------------------------------------------------------------- helpers
+    def _install_lora(self, prepared: PreparedImage) -> None:
+        weights = prepared.lora_weights
+        if weights is None or self._installed_lora != id(weights):
+            lora_finetuning.install_lora(self.model.unet, weights, prepared.config)
+            self._installed_lora = None if weights is None else id(weights)
+
+    def _inverted_latent(self, prepared: PreparedImage, config: DragConfig, report) -> Tuple[torch.Tensor, bool]:
+        key = (config.num_inference_steps, config.inversion_steps)
+        if key in prepared.inverted:
+            report(Progress("inversion", config.inversion_steps, config.inversion_steps, cached=True))
+            return prepared.inverted[key], True
+        if prepared.generated:
+            raise InputError("a generated image can only be dragged with the step count and strength it was generated with")
+        started = time.perf_counter()
+        latent = invert(self.model, prepared.clean_latent, prepared.text_embedding, config,
+                        on_step=lambda step, total: report(Progress("inversion", step, total)))
+        prepared.timings["inversion"] = time.perf_counter() - started
+        prepared.inverted[key] = latent
+        return latent, False
+
+    @torch.no_grad()
+    def _preview(self, scheduler, timestep, latent, noise) -> Image.Image:
+        alpha = scheduler.alphas_cumprod[int(timestep)].to(latent)
+        clean = (latent - (1 - alpha).sqrt() * noise) / alpha.sqrt()
+        return tensor_to_image(decode(self.model, clean))
+
+
+class _Reporter:
+    """Sends progress and turns a positive cancel check into DragCancelled."""
+
+    def __init__(self, progress: Optional[ProgressCallback], cancel: Optional[CancelCheck]):
+        self.progress, self.cancel = progress, cancel
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise DragCancelled("cancelled by the user; the prepared image is unchanged and can be dragged again")
+
+    def __call__(self, event: Progress) -> None:
+        if self.progress is not None:
+            self.progress(event)
+        self.check()
+
+
+def _prepared_key(picture: Image.Image, prompt: str, config: DragConfig) -> str:
+    digest = hashlib.sha256(picture.tobytes())
+    digest.update(repr((picture.size, prompt, config.working_width, config.lora_rank, config.lora_alpha,
+                        config.lora_steps, config.lora_lr, config.lora_batch_size, config.lora_seed,
+                        config.lora_target_modules)).encode())
+    return digest.hexdigest()

@@ -1,0 +1,57 @@
+"""Generated-image mode: make an image from a prompt and keep its latents for dragging.
+
+As in the reference's second case, a generated image needs neither LoRA nor inversion: the
+latent at the drag timestep is kept from the generation itself, and the drag denoises with the
+same classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .config import DragConfig
+from .ddim_inversion import ddim_scheduler, drag_timestep_index
+from .denoise_decode import predict_noise
+from .encoding import decode_latents, encode_prompt
+from .loading import DiffusionModel
+
+
+@dataclass
+class Generated:
+    pixels: torch.Tensor          # 1x3xHxW in [-1, 1]
+    drag_latent: torch.Tensor     # latent at timesteps[drag index]
+    text_embedding: torch.Tensor
+    uncond_embedding: torch.Tensor
+
+
+@torch.no_grad()
+def generate(
+    model: DiffusionModel,
+    prompt: str,
+    config: DragConfig,
+    width: int,
+    height: int,
+    seed: int,
+    on_step: Optional[Callable[[int, int], None]] = None,
+) -> Generated:
+    scheduler = ddim_scheduler(model, config)
+    keep_at = drag_timestep_index(config)
+    text_embedding = encode_prompt(model, prompt)
+    uncond_embedding = encode_prompt(model, "")
+    shape = (1, model.unet.config.in_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(model.device)
+    latents = latents * scheduler.init_noise_sigma
+    drag_latent = None
+    for index, timestep in enumerate(scheduler.timesteps):
+        if index == keep_at:
+            drag_latent = latents.clone()
+        with model.autocast():
+            noise = predict_noise(model, latents, timestep, text_embedding, uncond_embedding,
+                                      config.generation_guidance_scale)
+        latents = scheduler.step(noise.float(), timestep, latents).prev_sample
+        if on_step is not None:
+            on_step(index + 1, len(scheduler.timesteps))
+    return Generated(decode_latents(model, latents), drag_latent, text_embedding, uncond_embedding)

@@ -1,0 +1,170 @@
+"""Step 1: identity-preserving fine-tuning.
+
+A LoRA on the UNet's attention projections is trained on the one image with the ordinary
+denoising loss, so that inversion and denoising reproduce *this* image rather than a generic one.
+Trained weights are cached on disk (safetensors) under a key made of everything that determines
+them: a second drag on the same image never retrains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .config import DragConfig
+from .encoding import encode_image
+from .loading import DiffusionModel
+
+ADAPTER_NAME = "dragwidget_identity"
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("DRAGWIDGET_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dragwidget"
+    return Path(root)
+
+
+def lora_cache_key(model: DiffusionModel, image: np.ndarray, prompt: str, config: DragConfig) -> str:
+    digest = hashlib.sha256()
+    settings = {
+        "format": CACHE_FORMAT, "model": model.fingerprint, "prompt": prompt, "shape": list(image.shape),
+        "rank": config.lora_rank, "alpha": config.lora_alpha, "steps": config.lora_steps, "lr": config.lora_lr,
+        "batch": config.lora_batch_size, "seed": config.lora_seed, "targets": list(config.lora_target_modules),
+        "device": model.device.type, "dtype": str(model.dtype),
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def save_lora(weights: Dict[str, torch.Tensor], path: Path, config: DragConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    metadata = {"rank": str(config.lora_rank), "alpha": str(config.lora_alpha),
+                "targets": ",".join(config.lora_target_modules)}
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(temporary), metadata=metadata)
+    os.replace(temporary, path)  # atomic: a concurrent reader never sees half a file
+
+
+def load_lora(path: Path) -> Dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def _lora_config(config: DragConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
+                      target_modules=list(config.lora_target_modules), init_lora_weights=True)
+
+
+def install_lora(unet, weights: Optional[Dict[str, torch.Tensor]], config: DragConfig) -> None:
+    """Make the UNet run with these LoRA weights, or with none (`weights=None`)."""
+    from peft.utils import set_peft_model_state_dict
+
+    present = getattr(unet, "peft_config", {}).get(ADAPTER_NAME)
+    if weights is None:
+        if present is not None:
+            unet.disable_adapters()
+        return
+    if present is not None and (present.r != config.lora_rank or present.lora_alpha != config.lora_alpha
+                                or set(present.target_modules) != set(config.lora_target_modules)):
+        unet.delete_adapters(ADAPTER_NAME)
+        present = None
+    if present is None:
+        unet.add_adapter(_lora_config(config), adapter_name=ADAPTER_NAME)
+    result = set_peft_model_state_dict(unet, weights, adapter_name=ADAPTER_NAME)
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise ValueError(f"LoRA weights do not fit this UNet; unexpected keys such as {unexpected[:3]}")
+    unet.set_adapter(ADAPTER_NAME)
+    unet.enable_adapters()
+
+
+def lora_weights(unet) -> Dict[str, torch.Tensor]:
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().float().cpu().clone()
+            for k, v in get_peft_model_state_dict(unet, adapter_name=ADAPTER_NAME).items()}
+
+
+def _augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One random view: a crop of 80-100 % of each side resized back, flipped half the time."""
+    _, _, height, width = pixels.shape
+    scale = 0.8 + 0.2 * torch.rand((), generator=generator).item()
+    crop_h, crop_w = max(1, round(height * scale)), max(1, round(width * scale))
+    top = int(torch.randint(0, height - crop_h + 1, (), generator=generator))
+    left = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
+    view = pixels[:, :, top:top + crop_h, left:left + crop_w]
+    view = F.interpolate(view, size=(height, width), mode="bilinear", align_corners=False)
+    if torch.rand((), generator=generator).item() < 0.5:
+        view = view.flip(-1)
+    return view
+
+
+def train_identity_lora(
+    model: DiffusionModel,
+    pixels: torch.Tensor,
+    text_embedding: torch.Tensor,
+    config: DragConfig,
+    on_step: Optional[Callable[[int, int, float], None]] = None,
+) -> Dict[str, torch.Tensor]:
+    """Train a fresh LoRA on one image and return its weights (CPU tensors).
+
+    `pixels`: 1x3xHxW in [-1, 1] at working resolution. `on_step(step, total, loss)` is called
+    after each step; it may raise to cancel (the UNet is then left without the half-trained LoRA).
+    """
+    from diffusers import DDPMScheduler
+
+    unet = model.unet
+    noise_scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    if ADAPTER_NAME in getattr(unet, "peft_config", {}):
+        unet.delete_adapters(ADAPTER_NAME)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.lora_seed)  # the LoRA "A" matrices are initialised from the global RNG
+        unet.add_adapter(_lora_config(config), adapter_name=ADAPTER_NAME)
+    unet.set_adapter(ADAPTER_NAME)
+    parameters = [p for name, p in unet.named_parameters() if "lora_" in name]
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(parameters, lr=config.lora_lr)
+    scaler = torch.amp.GradScaler(model.device.type, enabled=model.autocast_enabled)
+    generator = torch.Generator().manual_seed(config.lora_seed)
+    encoder_states = text_embedding.expand(config.lora_batch_size, -1, -1)
+    unet.train()
+    try:
+        for step in range(config.lora_steps):
+            views = torch.cat([_augment(pixels.cpu(), generator) for _ in range(config.lora_batch_size)])
+            latents = encode_image(model, views, generator=generator, sample=True)
+            noise = torch.randn(latents.shape, generator=generator).to(model.device)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps,
+                                      (latents.shape[0],), generator=generator).to(model.device)
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            if noise_scheduler.config.prediction_type == "v_prediction":
+                target = noise_scheduler.get_velocity(latents, noise, timesteps)
+            else:
+                target = noise
+            with model.autocast():
+                prediction = unet(noisy, timesteps, encoder_hidden_states=encoder_states).sample
+            loss = F.mse_loss(prediction.float(), target.float())
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if on_step is not None:
+                on_step(step + 1, config.lora_steps, loss.item())
+    except BaseException:
+        unet.delete_adapters(ADAPTER_NAME)
+        raise
+    finally:
+        unet.eval()
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+    return lora_weights(unet)

@@ -1,0 +1,133 @@
+"""Tiny random-initialised Stable Diffusion components, built from configs.
+
+Used for plumbing tests and CPU benchmarks (as diffusers' own fast tests do), and as the
+"SD1.5 architecture, random weights" model for GPU benchmarks. The folder written has the same
+layout as a real checkpoint, so it is loaded through the same code as any other model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789,.-'"
+SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
+
+SCHEDULER_CONFIG = dict(
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+)
+
+
+def write_tokenizer(folder: Path, words=(), max_length: int = 77) -> None:
+    """Write a CLIP BPE tokenizer whose vocabulary is single characters plus whole `words`.
+
+    The merges spell each word out of its characters, so any text can be tokenised and the given
+    words become single tokens. Written as vocab.json + merges.txt, which every transformers
+    version reads.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {}
+    for symbol in [*CHARACTERS, *(c + "</w>" for c in CHARACTERS)]:
+        vocab.setdefault(symbol, len(vocab))
+    merges = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            vocab.setdefault(pieces[0], len(vocab))
+    for token in SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("".join(f"{line}\n" for line in ["#version: 0.2", *dict.fromkeys(merges)]))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "model_max_length": max_length, "tokenizer_class": "CLIPTokenizer",
+        "bos_token": SPECIAL_TOKENS[0], "eos_token": SPECIAL_TOKENS[1],
+        "unk_token": SPECIAL_TOKENS[1], "pad_token": SPECIAL_TOKENS[1],
+    }))
+
+
+def tokenizer_vocab_size(folder: Path) -> int:
+    return len(json.loads((folder / "vocab.json").read_text()))
+
+
+def build_model_folder(folder, *, unet_config: dict, vae_config: dict, text_config: dict,
+                       words=(), seed: int = 0) -> Path:
+    """Create random-init components from configs and save them in the diffusers layout."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    write_tokenizer(folder / "tokenizer", words, max_length=text_config["max_position_embeddings"])
+    vocab_size = tokenizer_vocab_size(folder / "tokenizer")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**unet_config)
+        vae = AutoencoderKL(**vae_config)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1, **text_config))
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    DDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+    }, indent=2))
+    return folder
+
+
+def build_tiny_model(folder, seed: int = 0) -> Path:
+    """A Stable Diffusion look-alike of a few hundred thousand parameters.
+
+    Four UNet levels and a transformer block in each of the first three, so that `up_blocks[2]`
+    (the reference feature block) and the mutual self-attention layers exist as in SD 1.5.
+    The VAE downsamples by 2 so that a 64x64 image gives a 32x32 latent.
+    """
+    return build_model_folder(
+        folder,
+        unet_config=dict(
+            sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(16, 16, 32, 32), norm_num_groups=8, cross_attention_dim=32,
+            attention_head_dim=4,
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        ),
+        vae_config=dict(
+            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+            norm_num_groups=8, sample_size=64,
+        ),
+        text_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                         num_hidden_layers=2, max_position_embeddings=77),
+        seed=seed,
+    )
+
+
+def build_sd15_architecture_model(folder, seed: int = 0) -> Path:
+    """Stable Diffusion 1.5's exact architecture with random weights (for GPU benchmarks)."""
+    return build_model_folder(
+        folder,
+        unet_config=dict(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        ),
+        vae_config=dict(
+            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=2, sample_size=512,
+        ),
+        text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                         num_hidden_layers=12, max_position_embeddings=77),
+        seed=seed,
+    )
