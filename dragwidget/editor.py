@@ -15,6 +15,7 @@ import collections
 import hashlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -126,7 +127,7 @@ class DragEditor:
             model, vae=vae, device=device, dtype=dtype)
         # An embedded model may ship settings measured for it; Stable Diffusion keeps the reference ones.
         self.config = config or DragConfig.from_dict(self.model.recommended_settings)
-        self.cache_dir = cache_dir or lora_finetuning.default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else lora_finetuning.default_cache_dir()
         self._prepared = collections.OrderedDict()
         self._keep_prepared = keep_prepared
         self._installed_lora: Optional[int] = None  # id() of the weights now in the UNet
