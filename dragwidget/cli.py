@@ -62,7 +62,7 @@ def edit(args) -> int:
         changes["lora_steps"] = args.lora_steps
     if args.drag_steps is not None:
         changes["max_drag_steps"] = args.drag_steps
-    config = editor.config.replace(**changes)
+    config = editor.config.replace(**changes, **parse_settings(args.set))
     show, bars = _progress_printer()
     try:
         result = editor.run(DragRequest(picture, pairs, mask, args.prompt, config), progress=show)
@@ -84,6 +84,47 @@ def edit(args) -> int:
     return 0
 
 
+def parse_settings(assignments: List[str]) -> dict:
+    """`--set key=value` pairs -> DragConfig changes (values parsed as JSON when they can be)."""
+    changes = {}
+    for assignment in assignments or []:
+        key, separator, value = assignment.partition("=")
+        if not separator:
+            raise ValueError(f"--set expects key=value, got {assignment!r}")
+        try:
+            changes[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key.strip()] = value
+    return changes
+
+
+def bench_shapes(args) -> int:
+    from .editor import DragEditor
+    from .toy.shapes_bench import format_table, make_cases, run_bench
+
+    editor = DragEditor(args.model, device=args.device)
+    config = editor.config.replace(**parse_settings(args.set))
+    cases = make_cases(args.cases, seed=args.seed)
+    out = Path(args.out)
+
+    def on_case(done, total, row):
+        print(f"[{done}/{total}] {row['name']}: relative distance {row['relative_distance']:.2f}, "
+              f"IoU {row['iou']:.2f}, PSNR outside {row['psnr_outside_mask']:.1f} dB, {row['seconds']:.1f} s",
+              file=sys.stderr)
+
+    report = run_bench(editor, cases, out, config=config, on_case=on_case)
+    print(format_table(report))
+    print(f"wrote {out / 'metrics.json'} and {out / 'contact_sheet.png'}")
+    return 0
+
+
+def train_toy(args) -> int:
+    from .toy import train
+
+    train.main(args.train_args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dragwidget", description="DragDiffusion point-based image editing.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -100,9 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
     edit_parser.add_argument("--seed", type=int, help="seed of the drag (default 42)")
     edit_parser.add_argument("--lora-steps", type=int, help="LoRA fine-tuning steps (0 = no LoRA)")
     edit_parser.add_argument("--drag-steps", type=int, help="maximum optimisation steps")
+    edit_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                             help="change any DragConfig setting, e.g. --set inversion_strength=0.6 (repeatable)")
     edit_parser.add_argument("--out", help="where to write the edited image (default IMAGE_dragged.png)")
     edit_parser.add_argument("--report", help="where to write a JSON report (final handles, trajectory, timings, config)")
     edit_parser.set_defaults(run=edit)
+
+    bench_parser = commands.add_parser("bench", help="benchmarks with ground truth")
+    suites = bench_parser.add_subparsers(dest="suite", required=True, parser_class=_Parser)
+    shapes_parser = suites.add_parser("shapes", help="ShapesBench: drags of generated shapes, scored against ground truth")
+    shapes_parser.add_argument("--cases", type=int, default=50)
+    shapes_parser.add_argument("--seed", type=int, default=0)
+    shapes_parser.add_argument("--model", default="toy")
+    shapes_parser.add_argument("--device")
+    shapes_parser.add_argument("--out", default="shapesbench")
+    shapes_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                               help="change a DragConfig setting, e.g. --set lora_steps=0 (repeatable)")
+    shapes_parser.set_defaults(run=bench_shapes)
+
+    train_parser = commands.add_parser("train-toy", help="train the embedded toy model (about 45 min on 2 CPU cores)",
+                                       add_help=False)
+    train_parser.add_argument("train_args", nargs=argparse.REMAINDER)
+    train_parser.set_defaults(run=train_toy)
     return parser
 
 

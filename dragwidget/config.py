@@ -8,8 +8,10 @@ change away from it is always a conscious one.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Tuple
+
+from .errors import InputError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -71,7 +73,7 @@ class DragConfig:
     def replace(self, **changes) -> "DragConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise TypeError(f"DragConfig has no field(s) {sorted(unknown)}; known fields: "
+            raise InputError(f"DragConfig has no setting(s) {sorted(unknown)}; known settings: "
                             f"{[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **changes)
 
@@ -83,5 +85,5 @@ class DragConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - names
         if unknown:
-            raise TypeError(f"unknown DragConfig field(s) {sorted(unknown)}")
+            raise InputError(f"unknown DragConfig setting(s) {sorted(unknown)}")
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})

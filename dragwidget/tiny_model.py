@@ -57,19 +57,31 @@ def tokenizer_vocab_size(folder: Path) -> int:
 def build_model_folder(folder, *, unet_config: dict, vae_config: dict, text_config: dict,
                        words=(), seed: int = 0) -> Path:
     """Create random-init components from configs and save them in the diffusers layout."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     folder = Path(folder)
     write_tokenizer(folder / "tokenizer", words, max_length=text_config["max_position_embeddings"])
-    vocab_size = tokenizer_vocab_size(folder / "tokenizer")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**unet_config)
-        vae = AutoencoderKL(**vae_config)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1, **text_config))
+        unet, vae, text_encoder = create_components(unet_config, vae_config, text_config, folder / "tokenizer")
+    return save_model_folder(folder, unet, vae, text_encoder)
+
+
+def create_components(unet_config: dict, vae_config: dict, text_config: dict, tokenizer_folder: Path):
+    """Random-init UNet, VAE and CLIP text encoder (sized to the tokenizer's vocabulary)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab_size = tokenizer_vocab_size(tokenizer_folder)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1, **text_config))
+    return UNet2DConditionModel(**unet_config), AutoencoderKL(**vae_config), text_encoder
+
+
+def save_model_folder(folder, unet, vae, text_encoder) -> Path:
+    """Write the components (the tokenizer must already be in `folder/tokenizer`) in the diffusers layout."""
+    from diffusers import DDIMScheduler
+
+    folder = Path(folder)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)

@@ -1,0 +1,1 @@
+"""The embedded `toy` model: procedural shapes data, its training, and ShapesBench."""

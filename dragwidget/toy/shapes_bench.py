@@ -1,0 +1,252 @@
+"""ShapesBench: seeded drag cases on generated scenes, scored against exact ground truth.
+
+Each case drags one or more objects by translations of 8-40 % of the image size. Because the
+scene is parametric, the right answer is known: the object re-rendered at its new place.
+Metrics per case (pairs averaged):
+  (a) distance between the dragged object's centroid in the result (found by its colour) and
+      where the drag asked it to go, in pixels and relative to the drag length (no edit = 1.0);
+  (b) IoU of the object's colour region in the result with its translated original;
+  (c) PSNR outside the mask (capped at 100 dB for identical pixels);
+  (d) the fraction of the other objects that stayed (colour region IoU >= 0.5 with their original);
+  (e) seconds per edit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from .shapes import IMAGE_SIZE, Scene, coverage, object_masks, random_scene, render
+
+COLOR_TOLERANCE = 70.0
+PSNR_CAP = 100.0
+
+
+@dataclass
+class DragCase:
+    name: str
+    scene: Scene
+    moves: Dict[int, tuple]        # object index -> (dx, dy)
+    pairs: List[dict]              # {"handle": [x, y], "target": [x, y], "object": index}
+    mask: np.ndarray               # bool, True = editable
+
+    @property
+    def image(self) -> np.ndarray:
+        return render(self.scene)
+
+    @property
+    def expected_scene(self) -> Scene:
+        scene = self.scene
+        for index, (dx, dy) in self.moves.items():
+            scene = scene.with_object(index, scene.objects[index].moved(dx, dy))
+        return scene
+
+    def to_dict(self) -> dict:
+        masks = object_masks(self.scene)
+        return {
+            "name": self.name, "caption": self.scene.caption,
+            "objects": [{**obj.to_dict(), "centroid": list(centroid(m))} for obj, m in zip(self.scene.objects, masks)],
+            "pairs": self.pairs,
+            "moves": {str(k): list(v) for k, v in self.moves.items()},
+        }
+
+
+def centroid(mask: np.ndarray) -> tuple:
+    ys, xs = np.nonzero(mask)
+    return (float(xs.mean()), float(ys.mean())) if len(xs) else (float("nan"), float("nan"))
+
+
+def color_region(image: np.ndarray, rgb: Sequence[int], tolerance: float = COLOR_TOLERANCE) -> np.ndarray:
+    distance = np.linalg.norm(image.astype(np.float32) - np.asarray(rgb, dtype=np.float32), axis=-1)
+    return distance < tolerance
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def psnr_outside(result: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> float:
+    outside = ~mask
+    if not outside.any():
+        return PSNR_CAP
+    error = ((result.astype(np.float64) - reference.astype(np.float64)) ** 2)[outside].mean()
+    return PSNR_CAP if error == 0 else min(PSNR_CAP, 10 * math.log10(255.0 ** 2 / error))
+
+
+def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
+    """The metrics of one edited image against the case's ground truth."""
+    original = case.image
+    expected_masks = object_masks(case.expected_scene)
+    original_masks = object_masks(case.scene)
+    distances, relative, ious = [], [], []
+    for pair in case.pairs:
+        obj = case.scene.objects[pair["object"]]
+        found = color_region(result, obj.rgb)
+        dx, dy = case.moves[pair["object"]]
+        expected = np.add(centroid(original_masks[pair["object"]]), (dx, dy))
+        length = math.hypot(dx, dy)
+        if found.any():
+            distance = float(np.hypot(*(np.asarray(centroid(found)) - expected)))
+        else:  # the object vanished: scored as if it had not moved
+            distance = length
+        distances.append(distance)
+        relative.append(distance / length)
+        ious.append(iou(found, expected_masks[pair["object"]]))
+    others = [i for i in range(len(case.scene.objects)) if i not in case.moves]
+    stayed = [iou(color_region(result, case.scene.objects[i].rgb), original_masks[i]) >= 0.5 for i in others]
+    return {
+        "distance_px": float(np.mean(distances)),
+        "relative_distance": float(np.mean(relative)),
+        "iou": float(np.mean(ious)),
+        "psnr_outside_mask": psnr_outside(result, original, case.mask),
+        "others_stayed": float(np.mean(stayed)) if stayed else 1.0,
+        "seconds": seconds,
+    }
+
+
+def _path_mask(scene: Scene, index: int, dx: float, dy: float, grow: int = 3) -> np.ndarray:
+    """Everything the object covers on its way, grown by `grow` pixels."""
+    obj = scene.objects[index]
+    swept = np.zeros((scene.size, scene.size), dtype=bool)
+    for fraction in np.linspace(0, 1, 9):
+        swept |= coverage(obj.moved(dx * fraction, dy * fraction), scene.size) > 0
+    grown = Image.fromarray(swept.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * grow + 1))
+    return np.asarray(grown) > 0
+
+
+def _try_move(rng, scene: Scene, index: int):
+    """A translation of 8-40 % of the image keeping the object inside and clear of the others."""
+    size = scene.size
+    obj = scene.objects[index]
+    for _ in range(100):
+        length = rng.uniform(0.08, 0.40) * size
+        angle = rng.uniform(0, 2 * math.pi)
+        dx, dy = length * math.cos(angle), length * math.sin(angle)
+        cx, cy = obj.center[0] + dx, obj.center[1] + dy
+        if not (obj.radius + 1 <= cx <= size - 2 - obj.radius and obj.radius + 1 <= cy <= size - 2 - obj.radius):
+            continue
+        clear = all(math.dist((cx, cy), other.center) > obj.radius + other.radius + 2
+                    for j, other in enumerate(scene.objects) if j != index)
+        if clear:
+            return dx, dy
+    return None
+
+
+def make_cases(count: int, seed: int = 0, size: int = IMAGE_SIZE) -> List[DragCase]:
+    """Seeded cases: mostly one pair; some drag two objects, some hold one object by two handles."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        kind = rng.choice(["one", "two_objects", "two_handles"], p=[0.6, 0.25, 0.15])
+        scene = random_scene(rng, size, max_objects=3)
+        if kind == "two_objects" and len(scene.objects) < 2:
+            continue
+        dragged = [0, 1] if kind == "two_objects" else [int(rng.integers(len(scene.objects)))]
+        moves = {}
+        for index in dragged:
+            move = _try_move(rng, scene, index)
+            if move is None:
+                break
+            moves[index] = move
+        if len(moves) != len(dragged):
+            continue
+        if kind == "two_objects":  # the two moved objects must not land on each other
+            a, b = (scene.objects[i].moved(*moves[i]) for i in dragged)
+            if math.dist(a.center, b.center) <= a.radius + b.radius + 2:
+                continue
+        masks = object_masks(scene)
+        pairs = []
+        for index, (dx, dy) in moves.items():
+            cx, cy = centroid(masks[index])
+            handles = [(cx, cy)]
+            if kind == "two_handles":
+                offset = scene.objects[index].radius * 0.35
+                handles = [(cx - offset, cy), (cx + offset, cy)]
+            for hx, hy in handles:
+                pairs.append({"handle": [round(hx, 1), round(hy, 1)],
+                              "target": [round(hx + dx, 1), round(hy + dy, 1)], "object": index})
+        mask = np.zeros((size, size), dtype=bool)
+        for index, (dx, dy) in moves.items():
+            mask |= _path_mask(scene, index, dx, dy)
+        cases.append(DragCase(f"case_{len(cases):03d}", scene, moves, pairs, mask))
+    return cases
+
+
+def aggregate(rows: List[dict]) -> dict:
+    keys = ["distance_px", "relative_distance", "iou", "psnr_outside_mask", "others_stayed", "seconds"]
+    return {key: float(np.mean([row[key] for row in rows])) for key in keys}
+
+
+def draw_points(image: np.ndarray, pairs: List[dict], scale: int = 4) -> Image.Image:
+    picture = Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
+    pen = ImageDraw.Draw(picture)
+    for pair in pairs:
+        (hx, hy), (tx, ty) = [(v * scale + scale / 2 for v in p) for p in (pair["handle"], pair["target"])]
+        pen.line([(hx, hy), (tx, ty)], fill=(255, 255, 255), width=2)
+        pen.ellipse([hx - 4, hy - 4, hx + 4, hy + 4], fill=(230, 30, 30), outline=(255, 255, 255))
+        pen.ellipse([tx - 4, ty - 4, tx + 4, ty + 4], fill=(30, 60, 230), outline=(255, 255, 255))
+    return picture
+
+
+def run_bench(editor, cases: List[DragCase], out: Optional[Path] = None, config=None,
+              on_case: Optional[Callable[[int, int, dict], None]] = None) -> dict:
+    """Edit every case with `editor` (a DragEditor); return {"aggregate", "baseline", "cases"}."""
+    from ..editor import DragRequest
+
+    rows, baseline_rows, sheet = [], [], []
+    for number, case in enumerate(cases):
+        image = case.image
+        started = time.perf_counter()
+        result = editor.run(DragRequest(Image.fromarray(image), case.pairs, case.mask, case.scene.caption, config))
+        seconds = time.perf_counter() - started
+        edited = np.asarray(result.image)
+        row = {"name": case.name, **score(case, edited, seconds), "final_handles": [list(h) for h in result.handles],
+               "reached": result.reached, "steps": result.steps}
+        rows.append(row)
+        baseline_rows.append(score(case, image))
+        sheet.append((draw_points(image, case.pairs), draw_points(edited, case.pairs)))
+        if out is not None:
+            folder = out / case.name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / "input.png")
+            result.image.save(folder / "result.png")
+            Image.fromarray(case.mask.astype(np.uint8) * 255).save(folder / "mask.png")
+            (folder / "case.json").write_text(json.dumps({**case.to_dict(), "metrics": row}, indent=2))
+        if on_case is not None:
+            on_case(number + 1, len(cases), row)
+    report = {"aggregate": aggregate(rows), "baseline": aggregate(baseline_rows), "cases": rows,
+              "config": (config or editor.config).to_dict()}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(report, indent=2))
+        contact_sheet(sheet).save(out / "contact_sheet.png")
+    return report
+
+
+def contact_sheet(pairs_of_pictures, columns: int = 4) -> Image.Image:
+    if not pairs_of_pictures:
+        return Image.new("RGB", (1, 1))
+    width, height = pairs_of_pictures[0][0].size
+    rows = math.ceil(len(pairs_of_pictures) / columns)
+    sheet = Image.new("RGB", (columns * (2 * width + 8), rows * (height + 8)), (255, 255, 255))
+    for i, (before, after) in enumerate(pairs_of_pictures):
+        x, y = (i % columns) * (2 * width + 8), (i // columns) * (height + 8)
+        sheet.paste(before, (x, y))
+        sheet.paste(after, (x + width, y))
+    return sheet
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'':10s} {'dist px':>8s} {'rel dist':>8s} {'IoU':>6s} {'PSNR out':>8s} {'others':>7s} {'s/edit':>7s}"]
+    for label, row in (("drag", report["aggregate"]), ("no edit", report["baseline"])):
+        lines.append(f"{label:10s} {row['distance_px']:8.2f} {row['relative_distance']:8.3f} {row['iou']:6.3f} "
+                     f"{row['psnr_outside_mask']:8.2f} {row['others_stayed']:7.2f} {row['seconds']:7.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,251 @@
+"""Train the embedded `toy` model from scratch on procedural shapes (CPU, under an hour).
+
+    python -m dragwidget.toy.train --out dragwidget/models/toy     # or: dragwidget train-toy
+
+Two stages, both seeded and resumable from the checkpoint folder:
+1. the VAE (factor-4 KL autoencoder) on random 32x32 crops of 64x64 scenes;
+2. the UNet and the CLIP text encoder together, on VAE latents of a fixed pool of captioned
+   scenes, with 10 % empty captions so that classifier-free guidance works.
+The UNet and text encoder saved are exponential moving averages of the trained weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..tiny_model import SCHEDULER_CONFIG, create_components, save_model_folder, write_tokenizer
+from .shapes import IMAGE_SIZE, caption_vocabulary, random_scene, render
+
+CAPTION_TOKENS = 32
+
+UNET_CONFIG = dict(
+    sample_size=IMAGE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
+    block_out_channels=(32, 64, 64, 64), norm_num_groups=8, cross_attention_dim=64, attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 64), layers_per_block=1,
+    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+    norm_num_groups=8, sample_size=IMAGE_SIZE,
+)
+TEXT_CONFIG = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2,
+                   max_position_embeddings=CAPTION_TOKENS)
+
+
+@dataclass
+class TrainSettings:
+    seed: int = 0
+    vae_steps: int = 2000
+    vae_batch: int = 32
+    vae_crop: int = 32
+    vae_lr: float = 1e-3
+    vae_kl_weight: float = 1e-6
+    pool_size: int = 16000
+    unet_steps: int = 3200
+    unet_batch: int = 32
+    unet_lr: float = 1e-3
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+
+
+def scene_batch(seed: int, count: int):
+    rng = np.random.default_rng(seed)
+    scenes = [random_scene(rng, IMAGE_SIZE) for _ in range(count)]
+    pixels = torch.from_numpy(np.stack([render(s) for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return scenes, pixels
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Checkpoint:
+    """Weights and optimiser state as safetensors, counters as JSON: no pickle anywhere."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def state(self) -> dict:
+        path = self.folder / "state.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def save(self, state: dict, **modules_and_optimizers) -> None:
+        for name, thing in modules_and_optimizers.items():
+            tensors = thing.state_dict()
+            if isinstance(thing, torch.optim.Optimizer):
+                tensors = {f"{index}.{key}": value for index, entry in tensors["state"].items()
+                           for key, value in entry.items()}
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(self.folder / f"{name}.safetensors"))
+        (self.folder / "state.json").write_text(json.dumps(state))
+
+    def load(self, **modules_and_optimizers) -> None:
+        for name, thing in modules_and_optimizers.items():
+            tensors = load_file(str(self.folder / f"{name}.safetensors"))
+            if isinstance(thing, torch.optim.Optimizer):
+                state = {}
+                for key, value in tensors.items():
+                    index, field = key.split(".", 1)
+                    state.setdefault(int(index), {})[field] = value
+                current = thing.state_dict()
+                current["state"] = state
+                thing.load_state_dict(current)
+            else:
+                thing.load_state_dict(tensors)
+
+
+def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint) -> None:
+    state = checkpoint.state()
+    optimizer = torch.optim.Adam(vae.parameters(), lr=settings.vae_lr)
+    start = state.get("vae_step", 0)
+    if start:
+        checkpoint.load(vae=vae, vae_optimizer=optimizer)
+    vae.train()
+    bar = tqdm(range(start, settings.vae_steps), desc="VAE", initial=start, total=settings.vae_steps)
+    for step in bar:
+        _, pixels = scene_batch(settings.seed * 1_000_003 + step, settings.vae_batch)
+        generator = torch.Generator().manual_seed(step)
+        top, left = (int(v) for v in torch.randint(0, IMAGE_SIZE - settings.vae_crop + 1, (2,), generator=generator))
+        crops = pixels[:, :, top:top + settings.vae_crop, left:left + settings.vae_crop]
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, settings.vae_steps, settings.vae_lr)
+        posterior = vae.encode(crops).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator)).sample
+        mse = F.mse_loss(reconstruction, crops)
+        loss = mse + settings.vae_kl_weight * posterior.kl().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(psnr=f"{10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}dB")
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.vae_steps:
+            checkpoint.save({**state, "vae_step": step + 1}, vae=vae, vae_optimizer=optimizer)
+    vae.eval()
+
+
+@torch.no_grad()
+def latent_pool(vae, tokenizer, settings: TrainSettings, checkpoint: Checkpoint):
+    path = checkpoint.folder / "pool.safetensors"
+    if path.is_file():
+        pool = load_file(str(path))
+        return pool["latents"], pool["tokens"], float(pool["scaling_factor"])
+    latents, tokens = [], []
+    for chunk in tqdm(range(0, settings.pool_size, 200), desc="latent pool"):
+        scenes, pixels = scene_batch(settings.seed * 7_000_001 + chunk, min(200, settings.pool_size - chunk))
+        latents.append(vae.encode(pixels).latent_dist.mean)
+        tokens.append(tokenizer([s.caption for s in scenes], padding="max_length", max_length=CAPTION_TOKENS,
+                                truncation=True, return_tensors="pt").input_ids)
+    latents, tokens = torch.cat(latents), torch.cat(tokens)
+    scaling_factor = 1.0 / latents.std().item()  # as SD does: unit-variance latents for the UNet
+    save_file({"latents": latents.contiguous(), "tokens": tokens.contiguous(),
+               "scaling_factor": torch.tensor(scaling_factor)}, str(path))
+    return latents, tokens, scaling_factor
+
+
+def train_denoiser(unet, text_encoder, latents, tokens, empty_tokens, settings: TrainSettings, checkpoint: Checkpoint):
+    from diffusers import DDPMScheduler
+
+    noise_scheduler = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+    parameters = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=settings.unet_lr, weight_decay=1e-2)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    state = checkpoint.state()
+    start = state.get("unet_step", 0)
+    if start:
+        checkpoint.load(unet=unet, text_encoder=text_encoder, ema_unet=ema_unet, ema_text=ema_text,
+                        denoiser_optimizer=optimizer)
+    unet.train()
+    text_encoder.train()
+    bar = tqdm(range(start, settings.unet_steps), desc="UNet+text", initial=start, total=settings.unet_steps)
+    for step in bar:
+        generator = torch.Generator().manual_seed(settings.seed * 1_000_033 + step)
+        index = torch.randint(0, latents.shape[0], (settings.unet_batch,), generator=generator)
+        batch = latents[index]
+        flip = torch.rand(settings.unet_batch, generator=generator) < 0.5
+        batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+        batch_tokens = tokens[index].clone()
+        drop = torch.rand(settings.unet_batch, generator=generator) < settings.caption_dropout
+        batch_tokens[drop] = empty_tokens
+        noise = torch.randn(batch.shape, generator=generator)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (settings.unet_batch,), generator=generator)
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, settings.unet_steps, settings.unet_lr)
+        prediction = unet(noise_scheduler.add_noise(batch, noise, timesteps), timesteps,
+                          encoder_hidden_states=text_encoder(batch_tokens)[0]).sample
+        loss = F.mse_loss(prediction, noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        decay = min(settings.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
+                for target, source in zip(ema.parameters(), live.parameters()):
+                    target.lerp_(source, 1 - decay)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.unet_steps:
+            checkpoint.save({**state, "unet_step": step + 1}, unet=unet, text_encoder=text_encoder,
+                            ema_unet=ema_unet, ema_text=ema_text, denoiser_optimizer=optimizer)
+    return ema_unet.eval(), ema_text.eval()
+
+
+def train(out: Path, checkpoint_dir: Path, settings: TrainSettings) -> Path:
+    from transformers import CLIPTokenizer
+
+    started = time.time()
+    checkpoint = Checkpoint(checkpoint_dir)
+    saved = checkpoint.state().get("settings")
+    if saved is not None and saved != asdict(settings):
+        raise SystemExit(f"{checkpoint_dir} holds a run with other settings ({saved}); use another --checkpoint folder")
+    checkpoint.save({**checkpoint.state(), "settings": asdict(settings)})
+    write_tokenizer(out / "tokenizer", caption_vocabulary(), max_length=CAPTION_TOKENS)
+    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
+    torch.manual_seed(settings.seed)
+    unet, vae, text_encoder = create_components(UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, out / "tokenizer")
+
+    train_vae(vae, settings, checkpoint)
+    latents, tokens, scaling_factor = latent_pool(vae, tokenizer, settings, checkpoint)
+    vae.register_to_config(scaling_factor=scaling_factor)
+    empty = tokenizer([""], padding="max_length", max_length=CAPTION_TOKENS, return_tensors="pt").input_ids[0]
+    unet, text_encoder = train_denoiser(unet, text_encoder, latents * scaling_factor, tokens, empty, settings, checkpoint)
+
+    save_model_folder(out, unet, vae, text_encoder)
+    minutes = (time.time() - started) / 60
+    (out / "training.json").write_text(json.dumps({
+        "settings": asdict(settings), "image_size": IMAGE_SIZE, "minutes_this_run": round(minutes, 1),
+        "torch_threads": torch.get_num_threads()}, indent=2))
+    print(f"saved the toy model to {out} ({minutes:.1f} min in this run)")
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="dragwidget train-toy", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "toy")
+    parser.add_argument("--checkpoint", type=Path, default=Path("toy-checkpoint"),
+                        help="folder for resumable checkpoints (rerun the same command to resume)")
+    defaults = TrainSettings()
+    for name, value in asdict(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args(argv)
+    settings = TrainSettings(**{name: getattr(args, name) for name in asdict(defaults)})
+    train(args.out, args.checkpoint, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install dragwidget and its dependencies into the current Python.
+# usage: bash scripts/install.sh [EXTRA]   (EXTRA: test or notebook)
+# A torch that is already installed (CUDA, Colab, MPS builds) is kept; only when there is none
+# is torch 2.13.0 installed (PyPI's default build for the platform, or a local wheel if pip has one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip --version >/dev/null
+if ! python3 -c "import torch" 2>/dev/null; then
+    python3 -m pip install --quiet "torch==2.13.0"
+fi
+extra=${1:+"[$1]"}
+python3 -m pip install --quiet -e ".${extra}"
