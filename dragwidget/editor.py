@@ -177,9 +177,8 @@ class DragEditor:
         """Generated-image mode: a new image from `prompt`, ready to drag (no LoRA, no inversion)."""
         config = config or self.config
         report = _Reporter(progress, cancel)
-        multiple = self.model.vae_scale_factor
-        width, height = working_size(width or self.model.native_width, height or width or self.model.native_width,
-                                     width or self.model.native_width, multiple)
+        width = width or self.model.native_width
+        width, height = working_size(width, height or width, width, self.model.vae_scale_factor)
         lora_finetuning.install_lora(self.model.unet, None, config)
         self._installed_lora = None
         started = time.perf_counter()
