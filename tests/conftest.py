@@ -24,6 +24,10 @@ TINY_SETTINGS = {"num_inference_steps": 10, "lora_batch_size": 1}
 # What the session editor adds on top: a 2-step LoRA and at most 3 drag steps.
 EDITOR_CHANGES = {"lora_steps": 2, "max_drag_steps": 3}
 
+# The tiny model's tensors are far too small to gain from intra-op threads, and on a shared
+# two-core machine the threads' spin-waiting made the suite up to 20x slower (measured).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
