@@ -264,7 +264,7 @@ class DragEditor:
             trajectory=[[to_input(h) for h in step] for step in outcome.trajectory],
             reached=outcome.reached, steps=outcome.steps, timings=timings, config=config, mask=editable,
             reused={"lora": prepared.lora_source if first_drag else "memory",
-                    "inversion": "memory" if inversion_cached else "computed"})
+                    "inversion": "generation" if prepared.generated else "memory" if inversion_cached else "computed"})
 
     def run(self, request: DragRequest, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelCheck] = None) -> DragResult:
