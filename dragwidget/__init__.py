@@ -12,3 +12,12 @@ __all__ = [
     "load_model",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The widget is imported on first use, so `import dragwidget` does not load ipywidgets.
+    if name == "DragWidget":
+        from .widget import DragWidget
+
+        return DragWidget
+    raise AttributeError(f"module 'dragwidget' has no attribute {name!r}")

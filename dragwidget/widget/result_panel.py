@@ -1,0 +1,126 @@
+"""The result panel: original and edited side by side, a before/after wipe to compare them,
+"use as new input", save as PNG, and the animated GIF of the drag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import ipywidgets as widgets
+import numpy as np
+from PIL import Image
+
+from .drawing import gif_size, png_bytes, resized
+
+
+def wipe(original: Image.Image, edited: Image.Image, position: float) -> Image.Image:
+    """Left of `position` (0..1 of the width) the original, right of it the edited image, with a line."""
+    edited = edited.convert("RGB").resize(original.size) if edited.size != original.size else edited.convert("RGB")
+    left = np.asarray(original.convert("RGB")).copy()
+    right = np.asarray(edited)
+    split = int(round(position * left.shape[1]))
+    left[:, split:] = right[:, split:]
+    if 0 < split < left.shape[1]:
+        left[:, max(0, split - 1):split + 1] = (255, 255, 255)
+    return Image.fromarray(left)
+
+
+class ResultPanel(widgets.VBox):
+    def __init__(self, on_use_as_input: Callable[[], None], view_size: int = 256):
+        self.view_size = view_size
+        self._original: Optional[Image.Image] = None
+        self._edited: Optional[Image.Image] = None
+        self.gif: bytes = b""
+        self.on_use_as_input = on_use_as_input
+        box = widgets.Layout(width="auto", height="auto")
+        self.original_view = widgets.Image(format="png", layout=box)
+        self.edited_view = widgets.Image(format="png", layout=box)
+        self.compare_view = widgets.Image(format="png", layout=box)
+        self.gif_view = widgets.Image(format="gif", layout=box)
+        self.title = widgets.HTML("<b>Result</b>")
+        self.info = widgets.HTML("")
+        self.compare = widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.01, description="Compare",
+                                           readout=False, layout=widgets.Layout(width="260px"),
+                                           tooltip="left: original, right: edited")
+        self.compare.observe(lambda _: self._draw_compare(), names="value")
+        self.use_button = widgets.Button(description="Use as new input", icon="arrow-left",
+                                         tooltip="replace the input with the edited image to chain edits")
+        self.use_button.on_click(lambda _: self.on_use_as_input())
+        self.path = widgets.Text(value="dragwidget_result.png", description="File", layout=widgets.Layout(width="260px"))
+        self.save_png_button = widgets.Button(description="Save PNG", icon="save")
+        self.save_gif_button = widgets.Button(description="Save GIF", icon="film")
+        self.save_png_button.on_click(lambda _: self._save_clicked("png"))
+        self.save_gif_button.on_click(lambda _: self._save_clicked("gif"))
+        self.saved = widgets.HTML("")
+        labelled = lambda text, view: widgets.VBox([widgets.HTML(f"<small>{text}</small>"), view])
+        self.pictures = widgets.HBox([labelled("original", self.original_view), labelled("edited", self.edited_view)])
+        self.comparison = widgets.VBox([self.compare, labelled("left: original · right: edited", self.compare_view)])
+        self.animation = labelled("the drag (previews every few steps)", self.gif_view)
+        super().__init__([self.title, self.pictures, self.comparison, self.animation, self.info,
+                          widgets.HBox([self.use_button]),
+                          widgets.HBox([self.path, self.save_png_button, self.save_gif_button]), self.saved])
+        self.clear()
+
+    # ------------------------------------------------------------------ content
+    def _view(self, image: Image.Image) -> bytes:
+        return png_bytes(resized(image.convert("RGB"), gif_size(*image.size, target=self.view_size)))
+
+    def clear(self) -> None:
+        self._original = self._edited = None
+        self.gif = b""
+        self.layout.display = "none"
+
+    def show_preview(self, original: Image.Image, preview: Image.Image, text: str) -> None:
+        """A live preview while the drag runs (the predicted clean image)."""
+        self.layout.display = None
+        self.title.value = "<b>Live preview</b> <small>(predicted clean image during the drag)</small>"
+        self.original_view.value = self._view(original)
+        self.edited_view.value = self._view(preview.resize(original.size))
+        self.info.value = text
+        for part in (self.comparison, self.animation, self.use_button, self.save_png_button, self.save_gif_button):
+            part.layout.display = "none"
+
+    def show_result(self, original: Image.Image, edited: Image.Image, gif: bytes, text: str) -> None:
+        self._original, self._edited, self.gif = original, edited, gif
+        self.title.value = "<b>Result</b>"
+        self.original_view.value = self._view(original)
+        self.edited_view.value = self._view(edited)
+        self._draw_compare()
+        self.gif_view.value = gif
+        self.info.value = text
+        self.saved.value = ""
+        for part in (self.comparison, self.use_button, self.save_png_button):
+            part.layout.display = None
+        self.animation.layout.display = None if gif else "none"
+        self.save_gif_button.layout.display = None if gif else "none"
+        self.layout.display = None
+
+    def _draw_compare(self) -> None:
+        if self._original is not None and self._edited is not None:
+            self.compare_view.value = self._view(wipe(self._original, self._edited, self.compare.value))
+
+    # ------------------------------------------------------------------ saving
+    def save_png(self, path) -> Path:
+        if self._edited is None:
+            raise ValueError("no result to save yet: run an edit first")
+        path = Path(path).expanduser()
+        if path.suffix.lower() != ".png":
+            path = path.with_suffix(".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._edited.save(path)
+        return path
+
+    def save_gif(self, path) -> Path:
+        if not self.gif:
+            raise ValueError("no GIF of the drag yet: run an edit with preview_every > 0")
+        path = Path(path).expanduser().with_suffix(".gif")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.gif)
+        return path
+
+    def _save_clicked(self, kind: str) -> None:
+        try:
+            saved = self.save_png(self.path.value) if kind == "png" else self.save_gif(self.path.value)
+            self.saved.value = f"<small>saved {saved}</small>"
+        except (OSError, ValueError) as error:
+            self.saved.value = f"<small style='color:#b00'>not saved: {error}</small>"
