@@ -290,6 +290,15 @@ class DragEditor:
                     progress(Progress("lora", 1, 1, "reusing the prepared image (LoRA and inversion)", cached=True))
         return self.drag(prepared, request.points, request.mask, config=config, progress=progress, cancel=cancel)
 
+    def feature_maps(self, request, progress: Optional[ProgressCallback] = None,
+                     cancel: Optional[CancelCheck] = None):
+        """Decoder-block features of `request.image` (and `request.edited`) along the DDIM inversion,
+        PCA-coloured with one basis: a `feature_maps.FeatureRequest` in, a `FeatureMaps` out (its
+        `.figure()` is the grid). Reuses the image this editor prepared for a drag, LoRA included."""
+        from .feature_maps import extract_feature_maps
+
+        return extract_feature_maps(self, request, progress, cancel)
+
     # ---------------------------------------------------------------- helpers
     def _install_lora(self, prepared: PreparedImage) -> None:
         weights = prepared.lora_weights
