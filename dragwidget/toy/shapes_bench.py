@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .shapes import IMAGE_SIZE, Scene, coverage, object_masks, random_scene, render
+from .shapes import BACKGROUND_COLORS, IMAGE_SIZE, Scene, coverage, object_masks, random_scene, render
 
 COLOR_TOLERANCE = 70.0
 PSNR_CAP = 100.0
@@ -63,9 +63,21 @@ def centroid(mask: np.ndarray) -> tuple:
     return (float(xs.mean()), float(ys.mean())) if len(xs) else (float("nan"), float("nan"))
 
 
-def color_region(image: np.ndarray, rgb: Sequence[int], tolerance: float = COLOR_TOLERANCE) -> np.ndarray:
-    distance = np.linalg.norm(image.astype(np.float32) - np.asarray(rgb, dtype=np.float32), axis=-1)
-    return distance < tolerance
+def color_region(image: np.ndarray, rgb: Sequence[int], palette: Sequence[Sequence[int]] = (),
+                 tolerance: float = COLOR_TOLERANCE) -> np.ndarray:
+    """Pixels within `tolerance` of `rgb` and nearer to it than to any other colour of `palette`
+    (the scene's other colours), so that anti-aliased edges of a neighbour don't count."""
+    pixels = image.astype(np.float32)
+    distance = np.linalg.norm(pixels - np.asarray(rgb, dtype=np.float32), axis=-1)
+    region = distance < tolerance
+    for other in palette:
+        if tuple(other) != tuple(rgb):
+            region &= distance <= np.linalg.norm(pixels - np.asarray(other, dtype=np.float32), axis=-1)
+    return region
+
+
+def scene_palette(scene: Scene) -> List[tuple]:
+    return [o.rgb for o in scene.objects] + [BACKGROUND_COLORS[c] for c in scene.background_colors]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,10 +98,11 @@ def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
     original = case.image
     expected_masks = object_masks(case.expected_scene)
     original_masks = object_masks(case.scene)
+    palette = scene_palette(case.scene)
     distances, relative, ious = [], [], []
     for pair in case.pairs:
         obj = case.scene.objects[pair["object"]]
-        found = color_region(result, obj.rgb)
+        found = color_region(result, obj.rgb, palette)
         dx, dy = case.moves[pair["object"]]
         expected = np.add(centroid(original_masks[pair["object"]]), (dx, dy))
         length = math.hypot(dx, dy)
@@ -101,7 +114,7 @@ def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
         relative.append(distance / length)
         ious.append(iou(found, expected_masks[pair["object"]]))
     others = [i for i in range(len(case.scene.objects)) if i not in case.moves]
-    stayed = [iou(color_region(result, case.scene.objects[i].rgb), original_masks[i]) >= 0.5 for i in others]
+    stayed = [iou(color_region(result, case.scene.objects[i].rgb, palette), original_masks[i]) >= 0.5 for i in others]
     return {
         "distance_px": float(np.mean(distances)),
         "relative_distance": float(np.mean(relative)),

@@ -1,0 +1,98 @@
+"""ShapesBench metrics on constructed images whose answers are known without the model."""
+
+import math
+
+import numpy as np
+import pytest
+
+from dragwidget.toy.shapes import object_masks, render
+from dragwidget.toy.shapes_bench import (
+    PSNR_CAP, centroid, color_region, iou, make_cases, psnr_outside, score,
+)
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return make_cases(24, seed=3)
+
+
+def test_cases_are_seeded_and_varied(cases):
+    again = make_cases(24, seed=3)
+    assert [c.pairs for c in cases] == [c.pairs for c in again]
+    assert [c.pairs for c in make_cases(24, seed=4)] != [c.pairs for c in cases]
+    assert any(len(c.pairs) >= 2 for c in cases), "some cases must have several pairs"
+    assert any(len(c.moves) >= 2 for c in cases), "some cases must drag several objects"
+    assert any(len(c.scene.objects) >= 2 for c in cases)
+
+
+def test_translations_stay_in_range_and_inside_the_mask(cases):
+    for case in cases:
+        size = case.scene.size
+        for index, (dx, dy) in case.moves.items():
+            assert 0.08 * size - 1e-6 <= math.hypot(dx, dy) <= 0.40 * size + 1e-6
+        expected_masks = object_masks(case.expected_scene)
+        original_masks = object_masks(case.scene)
+        for pair in case.pairs:
+            x, y = pair["target"]
+            assert 0 <= x < size and 0 <= y < size
+            assert original_masks[pair["object"]][round(pair["handle"][1]), round(pair["handle"][0])], "handle on its object"
+            # the mask covers where the object is and where it must go
+            assert case.mask[original_masks[pair["object"]]].all()
+            assert case.mask[expected_masks[pair["object"]]].all()
+
+
+def test_perfect_edit_scores_perfectly(cases):
+    for case in cases:
+        perfect = render(case.expected_scene)
+        metrics = score(case, perfect)
+        assert metrics["distance_px"] < 1.5, case.name  # anti-aliased edges shift a colour centroid by ~1 px
+        assert metrics["relative_distance"] < 0.15, case.name
+        assert metrics["iou"] > 0.9, case.name
+        assert metrics["psnr_outside_mask"] == PSNR_CAP  # nothing changed outside the mask
+        assert metrics["others_stayed"] == 1.0
+
+
+def test_no_edit_scores_as_the_baseline(cases):
+    for case in cases:
+        metrics = score(case, case.image)
+        assert 0.9 < metrics["relative_distance"] < 1.1, case.name
+        pair = case.pairs[0]
+        original = object_masks(case.scene)[pair["object"]]
+        moved = object_masks(case.expected_scene)[pair["object"]]
+        assert metrics["iou"] <= iou(original, moved) + 0.1
+
+
+def test_half_way_drag_scores_half(cases):
+    case = next(c for c in cases if len(c.moves) == 1 and len(c.scene.objects) == 1)
+    (index, (dx, dy)), = case.moves.items()
+    half = case.scene.with_object(index, case.scene.objects[index].moved(dx / 2, dy / 2))
+    assert score(case, render(half))["relative_distance"] == pytest.approx(0.5, abs=0.08)
+
+
+def test_vanished_object_counts_as_not_moved_and_lost_other_counts(cases):
+    case = next(c for c in cases if len(c.scene.objects) > len(c.moves))
+    image = case.image.copy()
+    other = next(i for i in range(len(case.scene.objects)) if i not in case.moves)
+    image[object_masks(case.scene)[other]] = case.image[0, 0]  # paint the other object out
+    assert score(case, image)["others_stayed"] < 1.0
+
+
+def test_psnr_outside_mask_known_value():
+    reference = np.full((10, 10, 3), 100, np.uint8)
+    result = reference.copy()
+    mask = np.zeros((10, 10), bool)
+    mask[:5] = True
+    result[mask] = 0            # changes inside the mask do not count
+    result[~mask] = 110         # a uniform error of 10 outside
+    assert psnr_outside(result, reference, mask) == pytest.approx(20 * math.log10(255 / 10), abs=1e-6)
+
+
+def test_colour_region_centroid_and_iou():
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[5:10, 20:26] = (220, 40, 40)
+    region = color_region(image, (225, 45, 35))
+    assert region.sum() == 30
+    assert centroid(region) == pytest.approx((22.5, 7.0))
+    other = np.zeros_like(region)
+    other[5:10, 23:29] = True
+    assert iou(region, other) == pytest.approx(15 / 45)
