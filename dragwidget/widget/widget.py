@@ -60,6 +60,12 @@ HELP = ("<small>Pointer over the image: <b>p</b> points Â· <b>m</b> mask brush Â
 DEFAULT_PREVIEW_EVERY = 4  # preview every N drag steps (frames of the GIF)
 
 
+class _Validated(traitlets.Any):
+    """Any value, None included, goes through the widget's validator (plain Any lets None by)."""
+
+    allow_none = False
+
+
 def enable_colab_widgets() -> bool:
     """In Google Colab, third-party widgets (ipycanvas, ipyevents) need the custom widget manager."""
     if "google.colab" not in sys.modules:
@@ -78,7 +84,7 @@ class DragWidget(widgets.VBox):
 
     image = traitlets.Any(None, allow_none=True, help="the input image (PIL RGB); set a path, PIL image or array")
     points = traitlets.Any(help='point pairs [{"handle": [x, y], "target": [x, y]}, ...] in image pixels')
-    mask = traitlets.Any(None, allow_none=True, help="HxW bool array, True = may change (all False = no mask)")
+    mask = _Validated(None, help="HxW bool array, True = may change (all False = no mask)")
     prompt = traitlets.Unicode("")
     model = traitlets.Unicode("")
     lora_steps = traitlets.Int(80)
@@ -489,7 +495,7 @@ class DragWidget(widgets.VBox):
 
     def on_key(self, key: str) -> None:
         """Hotkeys: p points, m mask brush, e eraser, z undo, y redo, Enter run, Escape cancel."""
-        lower = key.lower() if len(key) == 1 else key
+        lower = key.lower()
         if lower == "escape":
             self.cancel()
         elif lower in ("enter", "return"):
