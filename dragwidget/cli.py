@@ -125,6 +125,45 @@ def train_toy(args) -> int:
     return 0
 
 
+def features(args) -> int:
+    """`dragwidget features IMAGE`: PCA of decoder-block features across inversion steps, as a PNG."""
+    from .editor import DragEditor
+    from .feature_maps import FeatureRequest, figure_png
+    from .image_input import load_image
+
+    picture = load_image(args.image)  # check the input before the (slow) model load
+    edited = load_image(args.edited) if args.edited else None
+    steps, blocks = _int_list(args.steps, "--steps"), _int_list(args.blocks, "--blocks")
+    editor = DragEditor(args.model, device=args.device)
+    changes = parse_settings(args.set)
+    if args.lora_steps is not None:
+        changes["lora_steps"] = args.lora_steps
+    config = editor.config.replace(**changes)
+    show, bars = _progress_printer()
+    try:
+        maps = editor.feature_maps(FeatureRequest(picture, args.prompt, edited=edited, steps=steps, blocks=blocks,
+                                                  config=config, max_size=args.size), progress=show)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(figure_png(maps.figure()))
+    print(f"wrote {out}: blocks {maps.blocks} x steps {maps.steps} (t={maps.timesteps}), "
+          f"{' and '.join(maps.labels)}; the drag reads block {maps.drag_block} at step {maps.drag_step} "
+          f"(t={maps.drag_timestep})")
+    return 0
+
+
+def _int_list(text: Optional[str], option: str) -> Optional[List[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ValueError(f"{option} expects comma-separated integers such as 1,2,3, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dragwidget", description="DragDiffusion point-based image editing.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -158,6 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     shapes_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                                help="change a DragConfig setting, e.g. --set lora_steps=0 (repeatable)")
     shapes_parser.set_defaults(run=bench_shapes)
+
+    features_parser = commands.add_parser(
+        "features", help="PCA of UNet decoder-block features across inversion steps (why block 2 at step 35)")
+    features_parser.add_argument("image", help="the image to look at")
+    features_parser.add_argument("--edited", help="a second image (e.g. the edited result) shown with the same PCA colours")
+    features_parser.add_argument("--prompt", default="", help="text describing the image (as for `edit`)")
+    features_parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local folder or embedded model (default {DEFAULT_MODEL})")
+    features_parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    features_parser.add_argument("--blocks", help="decoder block indices, e.g. 1,2,3 (the drag reads feature_block, 2)")
+    features_parser.add_argument("--steps", help="inversion-step counts out of the DDIM steps, e.g. 10,20,30,35,40 "
+                                                 "(35 of 50 = the drag's t=681); default 20/40/60/70/80 %% of them")
+    features_parser.add_argument("--size", type=int, default=64, help="longest side of the feature grid (default 64)")
+    features_parser.add_argument("--lora-steps", type=int, help="LoRA fine-tuning steps (0 = no LoRA)")
+    features_parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a DragConfig setting (repeatable)")
+    features_parser.add_argument("--out", default="features_pca.png", help="where to write the figure (PNG)")
+    features_parser.set_defaults(run=features)
 
     train_parser = commands.add_parser("train-toy", help="train the embedded toy model (about 45 min on 2 CPU cores)",
                                        add_help=False)

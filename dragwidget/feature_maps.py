@@ -278,23 +278,27 @@ def extract_feature_maps(editor, request: FeatureRequest, progress=None, cancel=
     # 2-4. Inversion latents and features of every picture, with the original's LoRA installed.
     editor._install_lora(prepared)
     per_block = {b: [] for b in blocks}
+    per_picture = max(steps) + len(steps)  # UNet passes: the inversion, then one per step
     started = time.perf_counter()
     for row, picture in enumerate(pictures):
         if row == 0 and prepared.clean_latent is not None:
             clean = prepared.clean_latent
         else:
             clean = encode_image(model, image_to_tensor(picture, model.device))
+        done = row * per_picture
         latents = inversion_latents(
             model, clean, prepared.text_embedding, config, steps,
-            on_step=lambda step, count, row=row: report(Progress(
-                "features", step, count, f"inverting the {labels[row]} image")))
+            on_step=lambda step, count, done=done, row=row: report(Progress(
+                "features", done + step, per_picture * len(pictures), f"inverting the {labels[row]} image")))
+        done += max(steps)
         maps = {b: [] for b in blocks}
         for index, (k, timestep) in enumerate(zip(steps, timesteps)):
             found = block_features(model, latents[k], scheduler.timesteps[total - k], prepared.text_embedding,
                                    blocks, grid)
             for b in blocks:
                 maps[b].append(found[b].half().cpu())
-            report(Progress("features", index + 1, len(steps), f"{labels[row]}: features at step {k} (t={timestep})"))
+            report(Progress("features", done + index + 1, per_picture * len(pictures),
+                            f"{labels[row]}: step {k} (t={timestep})"))
         for b in blocks:
             per_block[b].append(torch.stack(maps[b]))
     timings["features"] = time.perf_counter() - started
