@@ -130,7 +130,6 @@ class DragEditor:
         self.cache_dir = Path(cache_dir) if cache_dir else lora_finetuning.default_cache_dir()
         self._prepared = collections.OrderedDict()
         self._keep_prepared = keep_prepared
-        self._installed_lora: Optional[int] = None  # id() of the weights now in the UNet
 
     # ---------------------------------------------------------------- preparation
     def prepare(self, image: ImageLike, prompt: str = "", *, config: Optional[DragConfig] = None,
@@ -155,6 +154,7 @@ class DragEditor:
                 weights, source = lora_finetuning.load_lora(path), "disk cache"
                 report(Progress("lora", config.lora_steps, config.lora_steps, "LoRA loaded from cache", cached=True))
             else:
+                self._installed_lora = None  # training replaces the UNet's adapter (and removes it if cancelled)
                 weights = lora_finetuning.train_identity_lora(
                     self.model, pixels, text_embedding, config,
                     on_step=lambda step, total, loss: report(Progress("lora", step, total, f"loss {loss:.4f}")))
@@ -300,11 +300,21 @@ class DragEditor:
         return extract_feature_maps(self, request, progress, cancel)
 
     # ---------------------------------------------------------------- helpers
+    @property
+    def _installed_lora(self) -> Optional[Dict[str, torch.Tensor]]:
+        # The weights now in the UNet. Kept on the UNet, not the editor, so that editors sharing a
+        # model see each other's changes; a reference (not an id()) so that it cannot be reused.
+        return getattr(self.model.unet, "_dragwidget_installed_lora", None)
+
+    @_installed_lora.setter
+    def _installed_lora(self, weights: Optional[Dict[str, torch.Tensor]]) -> None:
+        self.model.unet._dragwidget_installed_lora = weights
+
     def _install_lora(self, prepared: PreparedImage) -> None:
         weights = prepared.lora_weights
-        if weights is None or self._installed_lora != id(weights):
+        if weights is None or self._installed_lora is not weights:
             lora_finetuning.install_lora(self.model.unet, weights, prepared.config)
-            self._installed_lora = None if weights is None else id(weights)
+            self._installed_lora = weights
 
     def _inverted_latent(self, prepared: PreparedImage, config: DragConfig, report) -> Tuple[torch.Tensor, bool]:
         key = (config.num_inference_steps, config.inversion_steps)
