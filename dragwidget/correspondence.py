@@ -96,6 +96,7 @@ class CorrespondenceExplorer:
 
         self.canvas_a = Canvas(width=self.canvas_size[0], height=self.canvas_size[1])
         self.canvas_b = Canvas(width=self.canvas_size[0], height=self.canvas_size[1])
+        self.canvas_a.layout.margin = "0 8px 0 0"
         self.canvas_a.on_mouse_down(self.click_a)
         blocks = sorted(maps.blocks)
         if blocks == list(range(blocks[0], blocks[-1] + 1)):
@@ -117,7 +118,7 @@ class CorrespondenceExplorer:
                   widgets.HTML(f"<b>B: {maps.labels[self.b]}</b> (cosine similarity, best match ringed)")]
         self.widget = widgets.VBox([
             widgets.HBox(titles),
-            widgets.HBox([self.canvas_a, self.canvas_b], layout=widgets.Layout(gap="8px")),
+            widgets.HBox([self.canvas_a, self.canvas_b]),
             widgets.HBox([self.block_slider, self.step_slider, self.pca_toggle]),
             self.readout,
         ])
