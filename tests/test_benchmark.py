@@ -1,0 +1,20 @@
+"""The stage benchmark still runs (a minimal edit on the session's tiny model folder)."""
+
+import runpy
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_stages.py"
+
+
+def test_bench_stages_runs_and_prints_every_stage(tiny_model_dir, capsys):
+    bench = runpy.run_path(str(SCRIPT), run_name="bench_stages")
+    code = bench["main"](["--tiny", "--model-dir", str(tiny_model_dir), "--lora-steps", "1", "--drag-steps", "2",
+                          "--size", "40x24", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "image 40x24; LoRA 1 steps" in out
+    table = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    for stage in ("lora", "inversion", "optimisation", "denoise", "decode"):
+        seconds = float(table[stage].split()[1])
+        assert seconds >= 0
+    assert "drag steps / second" in out and "peak memory of the whole process" in out
