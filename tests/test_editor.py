@@ -9,6 +9,13 @@ from dragwidget import DragCancelled, DragEditor, DragRequest, InputError, lora_
 POINTS = [{"handle": [10, 12], "target": [30, 20]}]
 
 
+@pytest.fixture(scope="module")
+def editor(tiny_model, small_config, tmp_path_factory):
+    """This module's own editor on the shared model: the images it prepares (and keeps in memory)
+    stay out of the way of other modules that look into the session editor."""
+    return DragEditor(tiny_model, config=small_config, cache_dir=tmp_path_factory.mktemp("editor_module_cache"))
+
+
 def pixels(result):
     return np.asarray(result.image)
 
