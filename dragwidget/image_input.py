@@ -30,21 +30,27 @@ class PointPair:
         return {"handle": [float(v) for v in self.handle], "target": [float(v) for v in self.target]}
 
 
+def _open_file(source, role: str) -> Image.Image:
+    """Read an image file (EXIF orientation applied); `role` names it in errors ("image", "mask")."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise InputError(f"{role} file not found: {path}")
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+    except (UnidentifiedImageError, OSError) as error:
+        raise InputError(f"{role} {path} is not an image that Pillow can read ({error})") from error
+    return image
+
+
 def load_image(source: ImageLike) -> Image.Image:
     """Open a path, PIL image or array as an RGB PIL image, EXIF orientation applied.
 
     Transparent pixels are composited on white; greyscale becomes RGB.
     """
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise InputError(f"image file not found: {path}")
-        try:
-            with Image.open(path) as opened:
-                image = ImageOps.exif_transpose(opened)
-                image.load()
-        except (UnidentifiedImageError, OSError) as error:
-            raise InputError(f"{path} is not an image that Pillow can read ({error})") from error
+        image = _open_file(source, "image")
     elif isinstance(source, Image.Image):
         image = ImageOps.exif_transpose(source)
     elif isinstance(source, np.ndarray):
@@ -156,14 +162,7 @@ def load_mask(source, width: int, height: int) -> Optional[np.ndarray]:
     if source is None:
         return None
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise InputError(f"mask file not found: {path}")
-        try:
-            with Image.open(path) as opened:
-                mask_image = ImageOps.exif_transpose(opened).convert("L")
-        except (UnidentifiedImageError, OSError) as error:
-            raise InputError(f"mask {path} is not an image that Pillow can read ({error})") from error
+        mask_image = _open_file(source, "mask").convert("L")
     elif isinstance(source, Image.Image):
         mask_image = source.convert("L")
     elif isinstance(source, np.ndarray):
