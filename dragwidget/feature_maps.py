@@ -112,6 +112,9 @@ class FeatureMaps:
     def figure(self, blocks: Optional[Sequence[int]] = None, **options):
         return feature_grid_figure(self, blocks, **options)
 
+    def _repr_png_(self) -> bytes:  # `maps` on its own in a notebook cell shows the grid
+        return figure_png(self.figure())
+
     def to_grid(self, xy, image_size: Tuple[int, int]) -> Tuple[float, float]:
         """(x, y) in pixels of a picture of `image_size` (w, h) -> feature-grid coordinates."""
         return _rescale(xy, image_size, (self.grid[1], self.grid[0]))
@@ -360,7 +363,7 @@ def feature_grid_figure(maps: FeatureMaps, blocks: Optional[Sequence[int]] = Non
                 spine.set_visible(True)
                 spine.set_color(DRAG_COLOUR if framed else "#bbbbbb")
                 spine.set_linewidth(3.5 if framed else 0.5)
-        label = f"block {block}" + (" (drag)" if is_drag_block else "") + f"\n{maps.labels[image]}"
+        label = f"block {block}" + ("\n(drag)" if is_drag_block else "") + f"\n{maps.labels[image]}"
         axes[r, 0].set_ylabel(label, fontsize=9, color=DRAG_COLOUR if is_drag_block else "black",
                               fontweight="bold" if is_drag_block else "normal")
     shown = maps.drag_block in blocks and maps.drag_step in maps.steps
@@ -370,6 +373,7 @@ def feature_grid_figure(maps: FeatureMaps, blocks: Optional[Sequence[int]] = Non
         f"(t={maps.drag_timestep})" + ("" if shown else " - not among the panels")), fontsize=9.5)
     figure.tight_layout()
     figure.subplots_adjust(wspace=0.06, hspace=0.08)
+    figure._repr_png_ = lambda: figure_png(figure)  # shown inline in Jupyter even without pyplot
     return figure
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dragwidget import DragRequest, InputError
+from dragwidget import DragEditor, DragRequest, InputError
 from dragwidget.cli import main
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index, invert
 from dragwidget.feature_maps import (
@@ -68,19 +68,26 @@ def test_fewer_than_three_channels_still_gives_rgb():
 
 # ------------------------------------------------------------------ extraction on the tiny model
 @pytest.fixture(scope="module")
-def dragged(editor):
-    picture = Image.fromarray(smooth_image(64, 64, seed=5))
-    result = editor.run(DragRequest(picture, POINTS, prompt="a red disc"))
-    return picture, result
+def feature_editor(tiny_model, small_config, tmp_path_factory):
+    """This module's own editor on the shared tiny model (other tests' prepared images stay theirs)."""
+    return DragEditor(tiny_model, config=small_config, cache_dir=tmp_path_factory.mktemp("features_cache"))
 
 
 @pytest.fixture(scope="module")
-def maps(editor, dragged):
-    picture, result = dragged
-    return editor.feature_maps(FeatureRequest(picture, "a red disc", edited=result.image))
+def dragged(feature_editor):
+    picture = Image.fromarray(smooth_image(64, 64, seed=5))
+    prepared = feature_editor.prepare(picture, "a red disc")
+    return picture, prepared, feature_editor.drag(prepared, POINTS)
 
 
-def test_shapes_labels_and_timesteps(editor, maps):
+@pytest.fixture(scope="module")
+def maps(feature_editor, dragged):
+    _, prepared, result = dragged
+    return feature_editor.feature_maps(FeatureRequest(prepared=prepared, edited=result.image))
+
+
+def test_shapes_labels_and_timesteps(feature_editor, maps):
+    editor = feature_editor
     config = editor.config                                   # 10 DDIM steps, 7 inversion steps
     assert maps.steps == default_steps(config) == [2, 4, 6, 7, 8]
     scheduler = ddim_scheduler(editor.model, config)
@@ -100,11 +107,11 @@ def test_shapes_labels_and_timesteps(editor, maps):
         np.testing.assert_allclose(flat.max(0), 1, atol=1e-6)
 
 
-def test_drag_block_and_step_are_the_features_the_drag_sees(editor, dragged, maps):
+def test_drag_block_and_step_are_the_features_the_drag_sees(feature_editor, dragged, maps):
     """Block 2 at step 7 of the original = the UNet features the optimisation starts from."""
-    picture, _ = dragged
+    editor = feature_editor
+    _, prepared, _ = dragged
     config = editor.config
-    prepared = next(p for p in editor._prepared.values() if p.prompt == "a red disc")
     editor._install_lora(prepared)
     latent = prepared.inverted[(config.num_inference_steps, config.inversion_steps)]
     timestep = ddim_scheduler(editor.model, config).timesteps[drag_timestep_index(config)]
@@ -124,26 +131,31 @@ def test_one_inversion_gives_every_intermediate_latent(tiny_model, small_config)
         torch.testing.assert_close(kept[k], alone, rtol=0, atol=0)
 
 
-def test_prepared_image_is_reused(editor, dragged, monkeypatch):
-    picture, _ = dragged
-    monkeypatch.setattr(editor, "prepare", lambda *a, **k: pytest.fail("prepared the image again"))
-    maps = editor.feature_maps(FeatureRequest(picture, "a red disc", steps=[7], blocks=[2]))
-    assert maps.labels == ["original"] and maps.features[2].shape[:2] == (1, 1)
+def test_image_prepared_by_a_run_is_reused(feature_editor, monkeypatch):
+    """What the widget does: `run` a drag, then ask for the features of the same image and prompt."""
+    picture = Image.fromarray(smooth_image(64, 64, seed=6))
+    result = feature_editor.run(DragRequest(picture, POINTS, prompt="a blue disc"))
+    monkeypatch.setattr(feature_editor, "prepare", lambda *a, **k: pytest.fail("prepared the image again"))
+    maps = feature_editor.feature_maps(FeatureRequest(picture, "a blue disc", edited=result.image, steps=[7], blocks=[2]))
+    assert maps.labels == ["original", "edited"] and maps.features[2].shape[:2] == (2, 1)
+    assert maps.timings["prepare"] < 0.5
 
 
-def test_same_picture_twice_gets_identical_colours(editor, dragged):
-    picture, _ = dragged
-    maps = editor.feature_maps(FeatureRequest(picture, "a red disc", edited=picture, steps=[4, 7], blocks=[2]))
+def test_same_picture_twice_gets_identical_colours(feature_editor, dragged):
+    picture, _, _ = dragged
+    maps = feature_editor.feature_maps(FeatureRequest(picture, "a red disc", edited=picture, steps=[4, 7], blocks=[2]))
     np.testing.assert_allclose(maps.rgb[2][0], maps.rgb[2][1], atol=1e-3)
 
 
-def test_bad_steps_and_blocks_are_refused(editor, dragged):
-    picture, _ = dragged
+def test_bad_steps_and_blocks_are_refused(feature_editor, dragged):
+    _, prepared, _ = dragged
     for steps in ([0, 5], [11]):
         with pytest.raises(InputError, match="inversion-step counts between 1 and 10"):
-            editor.feature_maps(FeatureRequest(picture, "a red disc", steps=steps))
+            feature_editor.feature_maps(FeatureRequest(prepared=prepared, steps=steps))
     with pytest.raises(InputError, match="decoder block indices between 0 and 3"):
-        editor.feature_maps(FeatureRequest(picture, "a red disc", blocks=[4]))
+        feature_editor.feature_maps(FeatureRequest(prepared=prepared, blocks=[4]))
+    with pytest.raises(InputError, match="needs an image"):
+        feature_editor.feature_maps(FeatureRequest())
 
 
 # ------------------------------------------------------------------ the figure
@@ -164,7 +176,7 @@ def test_figure_layout_and_marking(maps):
     assert axes[0, 4].get_title() == "step 7\nt=601 (drag)"
     assert axes[0, 1].get_title() == "step 2\nt=101"
     assert [axes[r, 0].get_ylabel() for r in range(6)] == [
-        "block 1\noriginal", "block 1\nedited", "block 2 (drag)\noriginal", "block 2 (drag)\nedited",
+        "block 1\noriginal", "block 1\nedited", "block 2\n(drag)\noriginal", "block 2\n(drag)\nedited",
         "block 3\noriginal", "block 3\nedited"]
     shown = axes[3, 2].get_images()[0].get_array()
     np.testing.assert_array_equal(np.asarray(shown), maps.rgb[2][1, 1])
