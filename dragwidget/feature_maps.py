@@ -243,6 +243,27 @@ def fit_pca_basis(features: torch.Tensor, rows: int = PCA_FIT_ROWS, seed: int = 
     return PCABasis(mean, components, projected.min(0).values, projected.max(0).values)
 
 
+def picture_features(model, clean_latent: torch.Tensor, text_embedding: torch.Tensor, config: DragConfig,
+                     steps: Sequence[int], blocks: Sequence[int], grid: Tuple[int, int],
+                     on_pass=None) -> Dict[int, torch.Tensor]:
+    """block -> steps x C x h x w (float16, CPU) for one picture: one inversion, one UNet pass per step.
+
+    `on_pass(done, message)` counts UNet passes (max(steps) + len(steps) in all)."""
+    scheduler = ddim_scheduler(model, config)
+    total = config.num_inference_steps
+    tell = on_pass or (lambda done, message: None)
+    latents = inversion_latents(model, clean_latent, text_embedding, config, steps,
+                                on_step=lambda step, count: tell(step, "inverting"))
+    maps = {b: [] for b in blocks}
+    for index, k in enumerate(steps):
+        timestep = scheduler.timesteps[total - k]
+        found = block_features(model, latents[k], timestep, text_embedding, blocks, grid)
+        for b in blocks:
+            maps[b].append(found[b].half().cpu())
+        tell(max(steps) + index + 1, f"step {k} (t={int(timestep)})")
+    return {b: torch.stack(maps[b]) for b in blocks}
+
+
 def extract_feature_maps(editor, request: FeatureRequest, progress=None, cancel=None) -> FeatureMaps:
     """The body of `DragEditor.feature_maps`: see the module docstring for the steps."""
     import time
@@ -279,31 +300,30 @@ def extract_feature_maps(editor, request: FeatureRequest, progress=None, cancel=
         labels.append("edited")
 
     # 2-4. Inversion latents and features of every picture, with the original's LoRA installed.
+    #      The original's are kept on the prepared image: after the next drag only the edit is new.
     editor._install_lora(prepared)
     per_block = {b: [] for b in blocks}
-    per_picture = max(steps) + len(steps)  # UNet passes: the inversion, then one per step
+    passes = max(steps) + len(steps)  # UNet passes per picture: the inversion, then one per step
+    cache = prepared.__dict__.setdefault("_feature_cache", {})
+    cache_key = (total, tuple(steps), tuple(blocks), grid)
     started = time.perf_counter()
     for row, picture in enumerate(pictures):
-        if row == 0 and prepared.clean_latent is not None:
-            clean = prepared.clean_latent
+        done = row * passes
+        tell = lambda step, message, done=done: report(Progress("features", done + step, passes * len(pictures), message))
+        if row == 0 and cache_key in cache:
+            found = cache[cache_key]
+            tell(passes, "original: reused")
         else:
-            clean = encode_image(model, image_to_tensor(picture, model.device))
-        done = row * per_picture
-        latents = inversion_latents(
-            model, clean, prepared.text_embedding, config, steps,
-            on_step=lambda step, count, done=done, row=row: report(Progress(
-                "features", done + step, per_picture * len(pictures), f"inverting the {labels[row]} image")))
-        done += max(steps)
-        maps = {b: [] for b in blocks}
-        for index, (k, timestep) in enumerate(zip(steps, timesteps)):
-            found = block_features(model, latents[k], scheduler.timesteps[total - k], prepared.text_embedding,
-                                   blocks, grid)
-            for b in blocks:
-                maps[b].append(found[b].half().cpu())
-            report(Progress("features", done + index + 1, per_picture * len(pictures),
-                            f"{labels[row]}: step {k} (t={timestep})"))
+            clean = prepared.clean_latent if row == 0 and prepared.clean_latent is not None else \
+                encode_image(model, image_to_tensor(picture, model.device))
+            found = picture_features(model, clean, prepared.text_embedding, config, steps, blocks, grid,
+                                     lambda step, message, row=row: tell(step, f"{labels[row]}: {message}"))
+            if row == 0:
+                while len(cache) >= 4:
+                    cache.pop(next(iter(cache)))
+                cache[cache_key] = found
         for b in blocks:
-            per_block[b].append(torch.stack(maps[b]))
+            per_block[b].append(found[b])
     timings["features"] = time.perf_counter() - started
 
     # 5. One PCA basis per block over everything, one shared colour range.

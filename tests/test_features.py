@@ -141,6 +141,22 @@ def test_image_prepared_by_a_run_is_reused(feature_editor, monkeypatch):
     assert maps.timings["prepare"] < 0.5
 
 
+def test_original_features_are_computed_once_per_prepared_image(feature_editor, dragged, monkeypatch):
+    """After each drag the widget asks again: only the edited picture is new work."""
+    import dragwidget.feature_maps as module
+
+    _, prepared, result = dragged
+    request = FeatureRequest(prepared=prepared, edited=result.image, steps=[3, 7], blocks=[2, 3])
+    first = feature_editor.feature_maps(request)
+    calls = []
+    original = module.picture_features
+    monkeypatch.setattr(module, "picture_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    second = feature_editor.feature_maps(request)
+    assert len(calls) == 1                                   # the edited picture only
+    for block in (2, 3):
+        torch.testing.assert_close(second.features[block], first.features[block])
+
+
 def test_same_picture_twice_gets_identical_colours(feature_editor, dragged):
     picture, _, _ = dragged
     maps = feature_editor.feature_maps(FeatureRequest(picture, "a red disc", edited=picture, steps=[4, 7], blocks=[2]))
