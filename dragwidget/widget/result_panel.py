@@ -26,7 +26,7 @@ def wipe(original: Image.Image, edited: Image.Image, position: float) -> Image.I
 
 
 class ResultPanel(widgets.VBox):
-    def __init__(self, on_use_as_input: Callable[[], None], view_size: int = 256):
+    def __init__(self, on_use_as_input: Callable[[], None], view_size: int = 240):
         self.view_size = view_size
         self._original: Optional[Image.Image] = None
         self._edited: Optional[Image.Image] = None
@@ -59,11 +59,17 @@ class ResultPanel(widgets.VBox):
         super().__init__([self.title, self.pictures, self.comparison, self.animation, self.info,
                           widgets.HBox([self.use_button]),
                           widgets.HBox([self.path, self.save_png_button, self.save_gif_button]), self.saved])
+        self.layout.max_width = f"{2 * view_size + 40}px"
+        self.layout.margin = "0 0 0 12px"
+        self.add_class("dragwidget-result")
         self.clear()
 
     # ------------------------------------------------------------------ content
-    def _view(self, image: Image.Image) -> bytes:
-        return png_bytes(resized(image.convert("RGB"), gif_size(*image.size, target=self.view_size)))
+    def _view(self, image: Image.Image, view: widgets.Image = None) -> bytes:
+        size = gif_size(*image.size, target=self.view_size)
+        if view is not None:  # a fixed box: flex layouts would otherwise stretch the picture
+            view.layout.width, view.layout.height = f"{size[0]}px", f"{size[1]}px"
+        return png_bytes(resized(image.convert("RGB"), size))
 
     def clear(self) -> None:
         self._original = self._edited = None
@@ -74,8 +80,8 @@ class ResultPanel(widgets.VBox):
         """A live preview while the drag runs (the predicted clean image)."""
         self.layout.display = None
         self.title.value = "<b>Live preview</b> <small>(predicted clean image during the drag)</small>"
-        self.original_view.value = self._view(original)
-        self.edited_view.value = self._view(preview.resize(original.size))
+        self.original_view.value = self._view(original, self.original_view)
+        self.edited_view.value = self._view(preview.resize(original.size), self.edited_view)
         self.info.value = text
         for part in (self.comparison, self.animation, self.use_button, self.save_png_button, self.save_gif_button):
             part.layout.display = "none"
@@ -83,10 +89,13 @@ class ResultPanel(widgets.VBox):
     def show_result(self, original: Image.Image, edited: Image.Image, gif: bytes, text: str) -> None:
         self._original, self._edited, self.gif = original, edited, gif
         self.title.value = "<b>Result</b>"
-        self.original_view.value = self._view(original)
-        self.edited_view.value = self._view(edited)
+        self.original_view.value = self._view(original, self.original_view)
+        self.edited_view.value = self._view(edited, self.edited_view)
         self._draw_compare()
         self.gif_view.value = gif
+        if gif:
+            size = gif_size(*original.size)
+            self.gif_view.layout.width, self.gif_view.layout.height = f"{size[0]}px", f"{size[1]}px"
         self.info.value = text
         self.saved.value = ""
         for part in (self.comparison, self.use_button, self.save_png_button):
@@ -97,7 +106,7 @@ class ResultPanel(widgets.VBox):
 
     def _draw_compare(self) -> None:
         if self._original is not None and self._edited is not None:
-            self.compare_view.value = self._view(wipe(self._original, self._edited, self.compare.value))
+            self.compare_view.value = self._view(wipe(self._original, self._edited, self.compare.value), self.compare_view)
 
     # ------------------------------------------------------------------ saving
     def save_png(self, path) -> Path:

@@ -251,6 +251,7 @@ class DragWidget(widgets.VBox):
     def _button(self, text, icon, tooltip, action, width):
         control = widgets.Button(description=text, icon=icon, tooltip=tooltip, layout=widgets.Layout(width=width))
         control.on_click(lambda _: action())
+        control.add_class("dragwidget-" + text.lower().replace(" ", "-"))   # e.g. dragwidget-run
         return control
 
     @staticmethod
