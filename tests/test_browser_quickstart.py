@@ -176,12 +176,14 @@ def test_quickstart_widget_in_chromium(jupyterlab):
             page.goto(f"{url}/lab/tree/{NOTEBOOK.name}")
             page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
                                    " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=LONG)
+            lap("lab loaded")
             page.evaluate("""async () => {
                 const panel = window.jupyterapp.shell.currentWidget;
                 await panel.sessionContext.ready;
                 await panel.revealed;
-                await window.jupyterapp.commands.execute('notebook:run-all-cells');
             }""")
+            lap("kernel ready")
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             canvas_box = page.locator(".dragwidget-canvas")
             canvas_box.wait_for(state="visible", timeout=LONG)
             lap("widget shown")
@@ -222,7 +224,7 @@ def test_quickstart_widget_in_chromium(jupyterlab):
                     .getContext('2d').getImageData(x, y, 1, 1).data)""",
                     [int((xy[0] + 0.5) * scale), int((xy[1] + 0.5) * scale)])
 
-            probe = (round(width * 0.65), round(height * 0.5))   # on the stroke, away from the arrow
+            probe = (round(width * 0.6), round(height * 0.55))   # on the stroke, away from the arrow
             before = pixel(probe)
             handle = (round(width * 0.3), round(height * 0.5))
             target = (round(width * 0.55), round(height * 0.45))
@@ -231,17 +233,20 @@ def test_quickstart_widget_in_chromium(jupyterlab):
             page.mouse.click(*at(*target))
             page.wait_for_timeout(300)
 
-            # mask brush by hotkey (pointer over the image), then a stroke across the object
-            start, end = (round(width * 0.2), round(height * 0.5)), (round(width * 0.7), round(height * 0.5))
+            # mask brush by hotkey (pointer over the image), then an L-shaped stroke: its corner is
+            # only painted if the throttled pointer moves arrive (the press and release alone would
+            # paint the straight line between them)
+            start, corner, end = ((round(width * 0.2), round(height * 0.55)), (round(width * 0.7), round(height * 0.55)),
+                                  (round(width * 0.7), round(height * 0.85)))
+            off_stroke = (round(width * 0.45), round(height * 0.7))
             page.mouse.move(*at(*start))
             page.keyboard.press("m")
             page.wait_for_timeout(500)
             page.mouse.down()
-            x0, y0 = at(*start)
-            x1, y1 = at(*end)
-            for i in range(1, 13):
-                page.mouse.move(x0 + (x1 - x0) * i / 12, y0 + (y1 - y0) * i / 12)
-                page.wait_for_timeout(30)
+            for (ax, ay), (bx, by) in ((start, corner), (corner, end)):
+                for i in range(1, 11):
+                    page.mouse.move(*at(ax + (bx - ax) * i / 10, ay + (by - ay) * i / 10))
+                    page.wait_for_timeout(40)
             page.mouse.up()
             page.wait_for_timeout(800)
             shot("02-points-and-mask.png")
@@ -255,8 +260,11 @@ def test_quickstart_widget_in_chromium(jupyterlab):
             box = state["mask_box"]
             radius = state["brush"]
             assert box is not None, state
-            assert abs(box[0] - (start[0] - radius)) <= 2 and abs(box[2] - (end[0] + radius)) <= 2, (box, start, end, radius)
-            assert abs(box[1] - (start[1] - radius)) <= 2 and abs(box[3] - (start[1] + radius)) <= 2, (box, start, radius)
+            assert abs(box[0] - (start[0] - radius)) <= 2 and abs(box[2] - (corner[0] + radius)) <= 2, (box, radius)
+            assert abs(box[1] - (start[1] - radius)) <= 2 and abs(box[3] - (end[1] + radius)) <= 2, (box, radius)
+            values = json.loads(page.evaluate(KERNEL_EXEC, "import json; print(json.dumps([bool(widget.mask[y, x]) for x, y in %r]))"
+                                              % [start, corner, end, off_stroke]))
+            assert values == [True, True, True, False], values
 
             # The overlay reached the front end too: the canvas changed colour under the stroke.
             after = pixel(probe)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+from datetime import datetime, timezone
 import json
 import pickle
 import subprocess
@@ -125,8 +127,9 @@ def test_wheel_changes_brush_radius_in_mask_mode_only():
     widget.on_wheel(-100)
     assert widget.brush_radius == radius              # points mode: wheel left to the page
     assert "wheel" not in widget._events.watched_events
+    assert widget._moves.watched_events == []                     # no pointer traffic in points mode
     widget.mode = "mask"
-    assert "wheel" in widget._events.watched_events
+    assert "wheel" in widget._events.watched_events and widget._moves.watched_events == ["mousemove"]
     widget.handle_event({"type": "wheel", "deltaY": -100})
     widget.on_wheel(-3)
     assert widget.brush_radius == radius + 2
@@ -260,6 +263,24 @@ def test_model_defaults_without_loading(tmp_path):
     assert (widget.lora_steps, widget.drag_steps, widget.editor) == (11, 9, None)
 
 
+def test_upload_button_sets_the_image():
+    widget = DragWidget(model="fake")
+    buffer = io.BytesIO()
+    Image.fromarray(picture(30, 20)).save(buffer, format="PNG")
+    widget.upload.value = ({"name": "mine.png", "type": "image/png", "size": len(buffer.getvalue()),
+                            "content": memoryview(buffer.getvalue()), "last_modified": datetime.now(timezone.utc)},)
+    assert widget.image.size == (30, 20) and "mine.png" in widget.status
+    widget.upload.value = ({"name": "bad.png", "type": "image/png", "size": 3, "content": memoryview(b"abc"),
+                            "last_modified": datetime.now(timezone.utc)},)
+    assert "could not open bad.png" in widget.error and widget.image.size == (30, 20)
+
+
+def test_show_mask_hides_the_overlay_only():
+    widget = DragWidget(picture(), model="fake", mask=np.ones((64, 64), bool))
+    widget.show_mask_box.value = False
+    assert widget.show_mask is False and widget.mask.all()
+
+
 # ---------------------------------------------------------------------- sessions
 def test_session_round_trip(tmp_path):
     widget = DragWidget(picture(48, 32), prompt="two squares", model="fake", lora_steps=5, mask_weight=0.3)
@@ -355,6 +376,16 @@ def test_run_on_tiny_model_in_a_thread(editor, tmp_path):
 
     widget.use_result_as_input()
     assert np.array_equal(np.asarray(widget.image), np.asarray(widget.result.image)) and widget.points == []
+
+
+def test_model_is_loaded_lazily_at_the_first_run(tiny_model_dir):
+    widget = DragWidget(picture(), model=str(tiny_model_dir), lora_steps=1, drag_steps=2, preview_every=0)
+    assert widget.editor is None
+    widget.points = [((10, 10), (14, 10))]
+    result = widget.run(wait=True)
+    assert widget.editor is not None and widget.editor.model.name == str(tiny_model_dir)
+    assert result.config.lora_steps == 1 and result.config.max_drag_steps == 2
+    assert widget.result_panel.gif == b""
 
 
 def test_generated_image_mode(editor):

@@ -163,8 +163,8 @@ class DragWidget(widgets.VBox):
         self.image_layer, self.mask_layer, self.points_layer, self.cursor_layer = (self.canvas[i] for i in range(4))
         self._events = Event(source=self.canvas, prevent_default_action=True, ignore_modifier_key_events=True,
                              watched_events=self._watched_events("points"))
-        self._moves = Event(source=self.canvas, watched_events=["mousemove"], wait=25,
-                            throttle_or_debounce="throttle")
+        # Pointer moves are only needed to paint and to show the brush: watched in mask modes only.
+        self._moves = Event(source=self.canvas, watched_events=[], wait=25, throttle_or_debounce="throttle")
         self._events.on_dom_event(self.handle_event)
         self._moves.on_dom_event(self.handle_event)
 
@@ -339,6 +339,7 @@ class DragWidget(widgets.VBox):
     @traitlets.observe("mode")
     def _mode_changed(self, change):
         self._events.watched_events = self._watched_events(change["new"])
+        self._moves.watched_events = ["mousemove"] if change["new"] in ("mask", "erase") else []
         self._draw_cursor(self._hover)
 
     @traitlets.observe("show_mask", "brush_radius")
