@@ -67,6 +67,12 @@ class FeatureRequest:
     prepared: Optional["PreparedImage"] = None  # noqa: F821 (editor.PreparedImage)
     max_size: int = DEFAULT_MAX_SIZE            # longest side of the feature grid, at most the drag's
 
+    @classmethod
+    def for_result(cls, result, prompt: str = "", **options) -> "FeatureRequest":
+        """Original vs edited of a `DragResult` (what the widget shows after a run): the editor finds
+        the image it prepared for that drag, so only the edited picture is new work."""
+        return cls(result.original, prompt, edited=result.image, config=result.config, **options)
+
 
 @dataclass
 class PCABasis:

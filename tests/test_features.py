@@ -136,9 +136,10 @@ def test_image_prepared_by_a_run_is_reused(feature_editor, monkeypatch):
     picture = Image.fromarray(smooth_image(64, 64, seed=6))
     result = feature_editor.run(DragRequest(picture, POINTS, prompt="a blue disc"))
     monkeypatch.setattr(feature_editor, "prepare", lambda *a, **k: pytest.fail("prepared the image again"))
-    maps = feature_editor.feature_maps(FeatureRequest(picture, "a blue disc", edited=result.image, steps=[7], blocks=[2]))
+    maps = feature_editor.feature_maps(FeatureRequest.for_result(result, "a blue disc", steps=[7], blocks=[2]))
     assert maps.labels == ["original", "edited"] and maps.features[2].shape[:2] == (2, 1)
     assert maps.timings["prepare"] < 0.5
+    np.testing.assert_array_equal(np.asarray(maps.images[1]), np.asarray(result.image))
 
 
 def test_original_features_are_computed_once_per_prepared_image(feature_editor, dragged, monkeypatch):
