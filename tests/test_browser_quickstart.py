@@ -80,7 +80,9 @@ def jupyterlab(tmp_path, tiny_model_dir):
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), CUDA_VISIBLE_DEVICES="")
+    # The CPU path, and one intra-op thread in the kernel (as conftest sets for the test process:
+    # on a shared two-core machine torch's spin-waiting threads made the edit about 60x slower).
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     model = _model_env(env, tiny_model_dir, tmp_path)
     _write_lab_settings(tmp_path / "lab-settings")
     port = _free_port()

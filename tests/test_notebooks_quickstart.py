@@ -32,6 +32,9 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch, tiny_model_dir):
     nbclient = pytest.importorskip("nbclient")
     model = notebook_model_env(monkeypatch, tiny_model_dir, tmp_path / "models")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the CPU path, even on a GPU machine
+    # One intra-op thread in the kernel, as conftest sets for the test process: on a shared
+    # two-core machine torch's spin-waiting threads made the edit about 60x slower (measured).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     shutil.copy(NOTEBOOK, tmp_path / NOTEBOOK.name)
     (tmp_path / "models").mkdir(exist_ok=True)
     notebook = nbformat.read(tmp_path / NOTEBOOK.name, as_version=4)
