@@ -181,7 +181,8 @@ class DragWidget(widgets.VBox):
         self.redo_button = button("Redo", "repeat", "redo (y)", self.redo)
         self.clear_points_button = button("Clear points", "times", "remove every point pair", self.clear_points)
         self.clear_mask_button = button("Clear mask", "eraser", "erase the whole mask", self.clear_mask)
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload image",
+                                   layout=W.Layout(width="auto"))
         self.upload.observe(self._upload_changed, names="value")
         self.toolbar = W.HBox([self.mode_buttons, self.brush_slider, self.show_mask_box], layout=W.Layout(flex_flow="row wrap"))
         self.edit_row = W.HBox([self.undo_button, self.redo_button, self.clear_points_button, self.clear_mask_button,
