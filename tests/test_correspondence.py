@@ -97,33 +97,46 @@ needs_toy = pytest.mark.skipif(embedded_model_path("toy") is None,
 
 @needs_toy
 def test_best_match_of_a_dragged_object_lands_on_it():
-    """ShapesBench pair: drag an object with the toy model, click the object's centre in the
-    original; the explorer's best match in the dragged image lies on that object."""
+    """ShapesBench pair: drag an object with the toy model (no LoRA, to stay quick), click the
+    handle on the original; the explorer's best match in the dragged image lies on that object.
+
+    Taken on the first case whose drag kept the object whole and moved it toward its target (a drag
+    that moved nothing would make the check trivial; one that destroyed the object, meaningless)."""
     from dragwidget import DragEditor, DragRequest
+    from dragwidget.toy.shapes import object_masks
     from dragwidget.toy.shapes_bench import color_region, make_cases
 
     torch.manual_seed(0)
     editor = DragEditor("toy", device="cpu")
-    case = next(c for c in make_cases(12, seed=0) if len(c.pairs) == 1)
-    pair = case.pairs[0]
-    obj = case.scene.objects[pair["object"]]
-    result = editor.run(DragRequest(Image.fromarray(case.image), case.pairs, case.mask, case.scene.caption))
-    edited = np.asarray(result.image)
-    on_object = color_region(edited, obj.rgb)
-    assert on_object.sum() > 20, "the dragged object must still be visible to be found"
+    config = editor.config.replace(lora_steps=0)
+    tried = []
+    for case in [c for c in make_cases(12, seed=0) if len(c.pairs) == 1][:8]:
+        pair = case.pairs[0]
+        obj = case.scene.objects[pair["object"]]
+        picture = Image.fromarray(case.image)
+        result = editor.run(DragRequest(picture, case.pairs, case.mask, case.scene.caption, config))
+        on_object = color_region(np.asarray(result.image), obj.rgb)
+        ys, xs = np.nonzero(on_object)
+        if len(xs) < 0.6 * object_masks(case.scene)[pair["object"]].sum():
+            tried.append(f"{case.name}: less than 60 % of the object survived")
+            continue
+        now = (xs.mean(), ys.mean())
+        length = math.dist(pair["handle"], pair["target"])
+        if math.dist(now, pair["target"]) > math.dist(pair["handle"], pair["target"]) - 0.4 * length:
+            tried.append(f"{case.name}: object did not move far enough toward the target")
+            continue
+        break
+    else:
+        pytest.fail(f"no drag moved its object: {tried}")
 
-    config = editor.config
-    maps = editor.feature_maps(FeatureRequest(Image.fromarray(case.image), case.scene.caption, edited=result.image,
+    maps = editor.feature_maps(FeatureRequest(picture, case.scene.caption, edited=result.image, config=config,
                                               steps=[config.inversion_steps], blocks=[config.feature_block]))
     explorer = CorrespondenceExplorer(maps)
-    handle = pair["handle"]
-    explorer.click_a(*(v * explorer.scale for v in handle))
+    explorer.click_a(*(v * explorer.scale for v in pair["handle"]))
     bx, by = explorer.image_point(explorer.match.best, 1)
     x, y = int(round(bx)), int(round(by))
     near = on_object[max(0, y - 1):y + 2, max(0, x - 1):x + 2]   # one pixel of slack for the 2x grid
-    assert near.any(), (f"best match {(bx, by)} is not on the {obj.color} {obj.shape}; handle {handle}, "
-                        f"target {pair['target']}")
-    # and it is closer to where the object went than to where it was
-    ys, xs = np.nonzero(on_object)
-    moved_to = (xs.mean(), ys.mean())
-    assert math.dist((bx, by), moved_to) < math.dist((bx, by), handle) or math.dist(handle, moved_to) < 3
+    assert near.any(), (f"{case.name}: best match {(bx, by)} is not on the {obj.color} {obj.shape} "
+                        f"(now around {now}); handle {pair['handle']}, target {pair['target']}")
+    # the match followed the object: nearer to where it went than to where it was
+    assert math.dist((bx, by), now) < math.dist((bx, by), pair["handle"])
