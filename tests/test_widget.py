@@ -367,6 +367,14 @@ def test_run_on_tiny_model_in_a_thread(editor, tmp_path):
     assert Image.open(widget.result_panel.save_gif(tmp_path / "drag.gif")).n_frames >= 2
     assert Image.open(widget.result_panel.save_png(tmp_path / "edited.png")).size == (64, 64)
     assert "LoRA: trained" in widget.status
+    # the PCA feature grid of original vs edited, computed in the same thread, beside the edited image
+    maps = widget.feature_maps
+    assert maps is not None and maps.labels == ["original", "edited"]
+    assert maps.blocks == [result.config.feature_block] and maps.drag_block == result.config.feature_block
+    assert widget.result_panel.features_view.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert widget.result_panel.features_png == widget.result_panel.features_view.value
+    assert widget.result_panel.features_box.layout.display is None
+    assert "feature maps in" in widget.status and widget.bars["features"].bar_style == "success"
     # points, mask and image are the user's; the handles drawn during the run came from tracking
     assert widget.points == [{"handle": [20, 30], "target": [28, 30]}] and np.array_equal(widget.mask, mask)
 
@@ -376,6 +384,44 @@ def test_run_on_tiny_model_in_a_thread(editor, tmp_path):
 
     widget.use_result_as_input()
     assert np.array_equal(np.asarray(widget.image), np.asarray(widget.result.image)) and widget.points == []
+
+
+def test_show_features_off_computes_no_feature_maps(editor, monkeypatch):
+    calls = []
+    monkeypatch.setattr(editor, "feature_maps", lambda *args, **kwargs: calls.append(args))
+    widget = DragWidget(picture(64, 64, seed=3), editor=editor, preview_every=0, show_features=False)
+    assert not widget.show_features_box.value and widget._features_row.layout.display == "none"
+    widget.points = [{"handle": [20, 30], "target": [26, 30]}]
+    result = widget.run(wait=True)
+    assert result is widget.result and calls == [] and widget.feature_maps is None
+    assert widget.result_panel.features_view.value == b"" and widget.result_panel.features_box.layout.display == "none"
+    assert "feature maps" not in widget.status
+
+
+def test_a_feature_maps_failure_keeps_the_drag_result(editor, monkeypatch):
+    requests = []
+
+    def broken(request, progress=None, cancel=None):
+        requests.append(request)
+        raise RuntimeError("no features today")
+
+    monkeypatch.setattr(editor, "feature_maps", broken)
+    widget = DragWidget(picture(64, 64, seed=4), editor=editor, prompt="a red disc", preview_every=0)
+    widget.points = [{"handle": [20, 30], "target": [26, 30]}]
+    result = widget.run(wait=True)
+    assert result is not None and widget.result is result and widget.feature_maps is None
+    assert widget.result_panel.edited_view.value[:4] == b"\x89PNG"
+    assert "feature maps failed: RuntimeError: no features today" in widget.status and widget.error == ""
+    assert "no features today" in widget.result_panel.features_label.value
+    assert "RuntimeError" in widget.last_traceback and not widget.running
+    # what was asked: original vs edited of this result, with the widget's prompt, the drag's block only
+    (request,) = requests
+    assert request.edited is result.image and request.image is result.original
+    assert request.prompt == "a red disc" and list(request.blocks) == [result.config.feature_block]
+
+    widget.feature_blocks = [1, 2]                                 # a trait chooses other blocks
+    widget.run(wait=True)
+    assert list(requests[-1].blocks) == [1, 2] and widget.result is not None
 
 
 def test_model_is_loaded_lazily_at_the_first_run(tiny_model_dir):

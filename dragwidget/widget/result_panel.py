@@ -1,8 +1,10 @@
 """The result panel: original and edited side by side, a before/after wipe to compare them,
-"use as new input", save as PNG, and the animated GIF of the drag."""
+"use as new input", save as PNG, the animated GIF of the drag, and, beside the edited image, the
+PCA grid of the decoder-block features of original and edited (`DragWidget.show_features`)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -11,6 +13,8 @@ import numpy as np
 from PIL import Image
 
 from .drawing import gif_size, png_bytes, resized
+
+FEATURE_VIEW_WIDTH = 480  # px: the PCA grid beside the edited image is shown at most this wide
 
 
 def wipe(original: Image.Image, edited: Image.Image, position: float) -> Image.Image:
@@ -37,6 +41,9 @@ class ResultPanel(widgets.VBox):
         self.edited_view = widgets.Image(format="png", layout=box)
         self.compare_view = widgets.Image(format="png", layout=box)
         self.gif_view = widgets.Image(format="gif", layout=box)
+        self.features_view = widgets.Image(format="png", layout=widgets.Layout(width="auto", height="auto"))
+        self.features_label = widgets.HTML("")
+        self.features_png: bytes = b""
         self.title = widgets.HTML("<b>Result</b>")
         self.info = widgets.HTML("")
         self.compare = widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.01, description="Compare",
@@ -53,7 +60,10 @@ class ResultPanel(widgets.VBox):
         self.save_gif_button.on_click(lambda _: self._save_clicked("gif"))
         self.saved = widgets.HTML("")
         labelled = lambda text, view: widgets.VBox([widgets.HTML(f"<small>{text}</small>"), view])
-        self.pictures = widgets.HBox([labelled("original", self.original_view), labelled("edited", self.edited_view)])
+        self.features_box = widgets.VBox([self.features_label, self.features_view])
+        self.features_box.add_class("dragwidget-features")
+        self.pictures = widgets.HBox([labelled("original", self.original_view), labelled("edited", self.edited_view),
+                                      self.features_box], layout=widgets.Layout(flex_flow="row wrap"))
         self.comparison = widgets.VBox([self.compare, labelled("left: original · right: edited", self.compare_view)])
         self.animation = labelled("the drag (previews every few steps)", self.gif_view)
         super().__init__([self.title, self.pictures, self.comparison, self.animation, self.info,
@@ -74,7 +84,50 @@ class ResultPanel(widgets.VBox):
     def clear(self) -> None:
         self._original = self._edited = None
         self.gif = b""
+        self.clear_features()
         self.layout.display = "none"
+
+    # ------------------------------------------------------------------ the PCA feature grid
+    def _fit_width(self, extra: int = 0) -> None:
+        self.layout.max_width = f"{2 * self.view_size + 40 + (extra + 12 if extra else 0)}px"
+
+    def clear_features(self) -> None:
+        self.features_png = b""
+        self.features_view.value = b""
+        self.features_label.value = ""
+        self.features_box.layout.display = "none"
+        self._fit_width()
+
+    def features_pending(self, text: str = "computing feature maps…") -> None:
+        """Beside the edited image, while the features of the new result are computed."""
+        self.features_png = b""
+        self.features_view.value = b""
+        self.features_view.layout.display = "none"
+        self.features_label.value = f"<small>{text}</small>"
+        self.features_box.layout.display = None
+        self._fit_width(self.view_size)
+
+    def features_failed(self, text: str) -> None:
+        self.features_png = b""
+        self.features_view.value = b""
+        self.features_view.layout.display = "none"
+        self.features_label.value = f"<small style='color:#b00'>{text}</small>"
+        self.features_box.layout.display = None
+        self._fit_width(self.view_size)
+
+    def show_features(self, png: bytes, text: str) -> None:
+        """The PCA feature grid (PNG bytes of `FeatureMaps.figure()`) beside the edited image."""
+        with Image.open(io.BytesIO(png)) as picture:
+            width, height = picture.size
+        shown = min(width, FEATURE_VIEW_WIDTH)
+        self.features_png = png
+        self.features_view.value = png
+        self.features_view.layout.width = f"{shown}px"
+        self.features_view.layout.height = f"{max(1, round(height * shown / width))}px"
+        self.features_view.layout.display = None
+        self.features_label.value = text
+        self.features_box.layout.display = None
+        self._fit_width(shown)
 
     def show_preview(self, original: Image.Image, preview: Image.Image, text: str) -> None:
         """A live preview while the drag runs (the predicted clean image)."""
@@ -83,12 +136,14 @@ class ResultPanel(widgets.VBox):
         self.original_view.value = self._view(original, self.original_view)
         self.edited_view.value = self._view(preview.resize(original.size), self.edited_view)
         self.info.value = text
+        self.clear_features()             # the previous result's features do not belong to this drag
         for part in (self.comparison, self.animation, self.use_button, self.save_png_button, self.save_gif_button):
             part.layout.display = "none"
 
     def show_result(self, original: Image.Image, edited: Image.Image, gif: bytes, text: str) -> None:
         self._original, self._edited, self.gif = original, edited, gif
         self.title.value = "<b>Result</b>"
+        self.clear_features()             # `show_features` / `features_pending` follow for this result
         self.original_view.value = self._view(original, self.original_view)
         self.edited_view.value = self._view(edited, self.edited_view)
         self._draw_compare()

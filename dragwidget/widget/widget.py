@@ -7,7 +7,13 @@
     widget.run(wait=True).image
 
 Every coordinate the widget stores is in image pixels, whatever the display scale. The engine is
-reached only through `DragEditor.run` / `DragEditor.generate`, in a background thread.
+reached only through `DragEditor.run` / `DragEditor.generate` / `DragEditor.feature_maps`, in a
+background thread.
+
+After every successful drag (unless `show_features` is off) the same thread computes the PCA grid
+of the decoder-block features of original and edited (`FeatureRequest.for_result`, by default only
+the drag's own block: `feature_blocks` picks others) and shows it beside the edited image; the
+`FeatureMaps` are kept in `widget.feature_maps`. A failure there keeps the drag's result.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import io
 import sys
 import threading
 import time
+import traceback
 from typing import Optional
 
 import ipywidgets as widgets
@@ -29,6 +36,7 @@ from PIL import Image
 from ..config import DragConfig
 from ..editor import DragEditor, DragRequest, DragResult, PreparedImage, Progress
 from ..errors import DragCancelled, InputError
+from ..feature_maps import FeatureMaps, FeatureRequest, figure_png
 from ..image_input import load_image, load_mask, normalise_points
 from . import drawing
 from .models import default_model_name, model_settings
@@ -51,8 +59,11 @@ PARAMETERS = {
     "seed": "seed",
     "preview_every": "preview_every",
 }
+# other widget traits that may be passed to the constructor
+OPTIONS = ("show_features", "feature_blocks")
 STAGES = (("lora", "LoRA"), ("inversion", "Inversion"), ("drag", "Optimise"), ("denoise", "Denoise"),
-          ("generate", "Generate"))
+          ("features", "Features"), ("generate", "Generate"))
+RUN_STAGES = ("lora", "inversion", "drag", "denoise", "features")
 HELP = ("<small>Pointer over the image: <b>p</b> points · <b>m</b> mask brush · <b>e</b> eraser · "
         "<b>z</b> undo · <b>y</b> redo · <b>Enter</b> run · <b>Esc</b> cancel · wheel: brush size. "
         "Points: click a handle (red), then its target (blue). Mask: paint the region that may change "
@@ -97,6 +108,9 @@ class DragWidget(widgets.VBox):
     mode = traitlets.Enum(MODES, default_value="points")
     brush_radius = traitlets.Int(4, help="mask brush radius in image pixels")
     show_mask = traitlets.Bool(True)
+    show_features = traitlets.Bool(True, help="after each drag, compute and show the PCA feature grid of original and edited")
+    feature_blocks = traitlets.Any(None, allow_none=True,
+                                   help="decoder blocks of the feature grid; None = the drag's own (config.feature_block)")
     result = traitlets.Instance(DragResult, allow_none=True)
     running = traitlets.Bool(False)
     status = traitlets.Unicode("")
@@ -118,6 +132,7 @@ class DragWidget(widgets.VBox):
         self._stroke_time = None
         self._hover = None
         self.last_traceback = ""
+        self.feature_maps: Optional[FeatureMaps] = None   # of the last result (None: not computed)
         self.runner = Runner()
         if isinstance(max_display_size, (int, float)):
             max_display_size = (max_display_size, max_display_size)
@@ -135,9 +150,10 @@ class DragWidget(widgets.VBox):
         with self.hold_trait_notifications():
             self.model = str(model_name)
             self._apply_defaults(defaults, force=True)
-            unknown = set(parameters) - set(PARAMETERS)
+            unknown = set(parameters) - set(PARAMETERS) - set(OPTIONS)
             if unknown:
-                raise TypeError(f"DragWidget got unknown argument(s) {sorted(unknown)}; parameters: {sorted(PARAMETERS)}")
+                raise TypeError(f"DragWidget got unknown argument(s) {sorted(unknown)}; "
+                                f"parameters: {sorted(PARAMETERS) + list(OPTIONS)}")
             for name, value in parameters.items():
                 setattr(self, name, value)
         self.prompt = prompt
@@ -203,6 +219,11 @@ class DragWidget(widgets.VBox):
             rows.append(W.HBox([self.bars[stage], self.bar_labels[stage]]))
         self._generate_row = rows[-1]
         self._generate_row.layout.display = "none"
+        self._features_row = rows[-2]
+        self.show_features_box = W.Checkbox(True, description="Feature maps", indent=False,
+                                            layout=W.Layout(width="120px"),
+                                            tooltip="after each drag, show the PCA grid of the decoder features")
+        traitlets.link((self, "show_features"), (self.show_features_box, "value"))
         self.progress_box = W.VBox(rows)
 
         self.result_panel = ResultPanel(self.use_result_as_input)
@@ -246,7 +267,8 @@ class DragWidget(widgets.VBox):
         return [self.toolbar, self.edit_row,
                 W.HBox([canvas_column, self.result_panel], layout=W.Layout(flex_flow="row wrap", align_items="flex-start")),
                 self.help_html,
-                W.HBox([self.run_button, self.cancel_button, self.status_html], layout=W.Layout(align_items="center")),
+                W.HBox([self.run_button, self.cancel_button, self.show_features_box, self.status_html],
+                       layout=W.Layout(align_items="center")),
                 self.progress_box, self.error_html, self.accordion]
 
     def _button(self, text, icon, tooltip, action, width):
@@ -355,6 +377,10 @@ class DragWidget(widgets.VBox):
         old_defaults = getattr(self, "_defaults", None)
         if old_defaults and self._editor_model != change["new"]:
             self._apply_defaults(model_settings(change["new"]), force=False)
+
+    @traitlets.observe("show_features")
+    def _show_features_changed(self, change):
+        self._features_row.layout.display = None if change["new"] else "none"
 
     @traitlets.observe("running")
     def _running_changed(self, change):
@@ -679,9 +705,12 @@ class DragWidget(widgets.VBox):
             mask = self._state.mask.copy() if self._state.mask.any() else None
             prompt = self.prompt
             generated = self._generated[1] if self._generated is not None and self._generated[0] is image else None
+            features = self.show_features
+            blocks = None if self.feature_blocks is None else list(self.feature_blocks)
             self.error = ""
+            self.feature_maps = None
             self._tracked, self._frames, self._run_image = None, [], image
-            self._reset_bars(("lora", "inversion", "drag", "denoise"))
+            self._reset_bars(RUN_STAGES)
             self._generate_row.layout.display = "none"
             self.running = True
             self._started = time.perf_counter()
@@ -691,13 +720,15 @@ class DragWidget(widgets.VBox):
             request = DragRequest(image=None if generated else image, points=points, mask=mask, prompt=prompt,
                                   config=self._config(editor), prepared=generated)
             self.status = "running…"
-            return editor.run(request, progress=self._on_progress, cancel=cancelled)
+            result = editor.run(request, progress=self._on_progress, cancel=cancelled)
+            self._finish_run(result, image, points)          # shown now; the features follow
+            if features:
+                self._compute_features(editor, result, prompt, generated, blocks, cancelled)
+            return result
 
         def done(result, error):
             try:
-                if error is None:
-                    self._finish_run(result, image, points)
-                else:
+                if error is not None:
                     self._fail(error)
             finally:
                 self._tracked = None
@@ -731,6 +762,9 @@ class DragWidget(widgets.VBox):
                 "<small>cached</small>" if event.cached else f"<small>{event.step}/{event.total}</small>")
         if event.cached and event.stage == "lora" and "reusing" in event.message:
             self.status = "reusing the LoRA and inversion of the previous run on this image"
+        elif event.stage == "features":
+            self.status = f"computing feature maps… {event.step}/{event.total}" + (
+                f" ({event.message})" if event.message else "")
         elif event.stage in ("lora", "inversion", "drag", "denoise", "generate") and not event.cached:
             self.status = f"{dict(STAGES)[event.stage].lower()} {event.step}/{event.total}" + (
                 f" ({event.message})" if event.message else "")
@@ -760,6 +794,43 @@ class DragWidget(widgets.VBox):
             f"<small>{result.steps} drag steps, targets {'reached' if result.reached else 'not reached'}; "
             f"final handles {[tuple(round(v, 1) for v in h) for h in result.handles]}; {html.escape(reuse)}</small>"))
         self.result = result
+
+    def _compute_features(self, editor: DragEditor, result: DragResult, prompt: str,
+                          prepared: Optional[PreparedImage], blocks, cancelled) -> None:
+        """The PCA feature grid of original vs edited, beside the edited image (in the run's thread).
+
+        Only the edited picture is new work (the editor reuses the image it prepared for the drag).
+        Whatever goes wrong here, the drag's result stays: the message goes to the status line."""
+        done_status = self.status
+        started = time.perf_counter()
+        self.status = "computing feature maps…"
+        self.result_panel.features_pending()
+        bar = self.bars["features"]
+        try:
+            blocks = [result.config.feature_block] if blocks is None else blocks
+            options = {"blocks": blocks} if prepared is None else {"blocks": blocks, "prepared": prepared}
+            request = FeatureRequest.for_result(result, prompt=prompt, **options)
+            maps = editor.feature_maps(request, progress=self._on_progress, cancel=cancelled)
+            png = figure_png(maps.figure())
+        except DragCancelled:
+            self.status = f"{done_status}; feature maps cancelled"
+            self.result_panel.features_failed("feature maps cancelled")
+            bar.bar_style = "warning"
+            return
+        except Exception as error:  # the drag's result is kept whatever happens here
+            self.last_traceback = traceback.format_exc()
+            message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            self.status = f"{done_status}; feature maps failed: {message}"
+            self.result_panel.features_failed(html.escape(f"feature maps failed: {message}"))
+            bar.bar_style = "danger"
+            return
+        self.feature_maps = maps
+        bar.value, bar.bar_style = bar.max, "success"
+        shown = ", ".join(str(b) for b in maps.blocks)
+        self.result_panel.show_features(png, (
+            f"<small>PCA of decoder block{'s' if len(maps.blocks) > 1 else ''} {shown} "
+            f"(rows original / edited, columns inversion steps; the drag's block and step framed)</small>"))
+        self.status = f"{done_status}; feature maps in {time.perf_counter() - started:.1f} s"
 
     def _fail(self, error: BaseException) -> None:
         self.last_traceback = self.runner.error_traceback
