@@ -52,7 +52,7 @@ def execute(name: str, tmp_path: Path, monkeypatch):
 def test_tutorial_runs_top_to_bottom_within_budget(tmp_path, monkeypatch):
     seconds, text, pictures, _ = execute("tutorial.ipynb", tmp_path, monkeypatch)
     print(f"tutorial.ipynb ran in {seconds:.0f} s")
-    for section in ("model 'toy'", "LoRA: trained", "mean error at the drag's step, per block",
+    for section in ("model 'toy'", "LoRA: trained", "mean error (px) at the drag's step, per block",
                     "reached:", "mutual self-attention:", "reconstruction PSNR", "settings x"):
         assert section in text, f"missing output of a section: {section!r}"
     # one sentence per ablation saying whether it agrees with the paper
