@@ -100,18 +100,16 @@ class ResultPanel(widgets.VBox):
 
     def features_pending(self, text: str = "computing feature maps…") -> None:
         """Beside the edited image, while the features of the new result are computed."""
-        self.features_png = b""
-        self.features_view.value = b""
-        self.features_view.layout.display = "none"
-        self.features_label.value = f"<small>{text}</small>"
-        self.features_box.layout.display = None
-        self._fit_width(self.view_size)
+        self._features_message(f"<small>{text}</small>")
 
     def features_failed(self, text: str) -> None:
+        self._features_message(f"<small style='color:#b00'>{text}</small>")
+
+    def _features_message(self, html: str) -> None:
         self.features_png = b""
         self.features_view.value = b""
         self.features_view.layout.display = "none"
-        self.features_label.value = f"<small style='color:#b00'>{text}</small>"
+        self.features_label.value = html
         self.features_box.layout.display = None
         self._fit_width(self.view_size)
 
