@@ -178,6 +178,11 @@ class CorrespondenceExplorer:
         """A feature-grid point -> pixels of picture `row` (its working size)."""
         return self.maps.from_grid(grid_xy, self.maps.images[row].size)
 
+    def canvas_point(self, grid_xy: Sequence[float]) -> Tuple[float, float]:
+        """Where a feature-grid cell's centre is drawn on a canvas (buffer pixels)."""
+        height, width = self.maps.grid
+        return ((grid_xy[0] + 0.5) * self.canvas_size[0] / width, (grid_xy[1] + 0.5) * self.canvas_size[1] / height)
+
     # ------------------------------------------------------------ drawing
     def _base(self, row: int) -> np.ndarray:
         if self.pca_toggle.value:
@@ -202,8 +207,8 @@ class CorrespondenceExplorer:
         a = self._base(self.a)
         b = (1 - self.alpha) * self._base(self.b) + self.alpha * self._heat(match.heatmap)
         self.view_a, self.view_b = (_rgba(a), _rgba(b))
-        ax, ay = [v * self.scale for v in self.image_point(match.point, self.a)]
-        bx, by = [v * self.scale for v in self.image_point(match.best, self.b)]
+        ax, ay = self.canvas_point(match.point)
+        bx, by = self.canvas_point(match.best)
         radius = max(4.0, self.scale * self.maps.images[self.a].size[0] / self.maps.grid[1] * 0.8)
         with hold_canvas():
             self.canvas_a.clear()

@@ -122,16 +122,12 @@ class FeatureMaps:
         return figure_png(self.figure())
 
     def to_grid(self, xy, image_size: Tuple[int, int]) -> Tuple[float, float]:
-        """(x, y) in pixels of a picture of `image_size` (w, h) -> feature-grid coordinates."""
-        return _rescale(xy, image_size, (self.grid[1], self.grid[0]))
+        """(x, y) in pixels of a picture of `image_size` (w, h) -> feature-grid coordinates, scaled
+        as `DragEditor.drag` scales handles, so positions compare with `DragResult.handles`."""
+        return tuple(float(v) * g / s for v, g, s in zip(xy, (self.grid[1], self.grid[0]), image_size))
 
     def from_grid(self, xy, image_size: Tuple[int, int]) -> Tuple[float, float]:
-        return _rescale(xy, (self.grid[1], self.grid[0]), image_size)
-
-
-def _rescale(xy, source: Tuple[int, int], target: Tuple[int, int]) -> Tuple[float, float]:
-    """Pixel-centre mapping between two sampling grids of the same picture (sizes as (w, h))."""
-    return tuple((float(v) + 0.5) * t / s - 0.5 for v, s, t in zip(xy, source, target))
+        return tuple(float(v) * s / g for v, g, s in zip(xy, (self.grid[1], self.grid[0]), image_size))
 
 
 # ---------------------------------------------------------------------------- steps, blocks, grid

@@ -55,11 +55,11 @@ def synthetic_maps(shift=(3, 1)):
 def test_explorer_click_maps_canvas_pixels_to_the_feature_grid():
     explorer = CorrespondenceExplorer(synthetic_maps(), display_size=192)   # 48x32 shown 4x: 192x128 canvas
     assert explorer.canvas_size == (192, 128) and (explorer.block, explorer.step) == (2, 35)
-    match = explorer.click_a(42, 70)          # canvas (42, 70) = picture (10.5, 17.5) = grid (5, 8)
-    assert match.point == (5, 8)
-    assert match.best == (8, 9)               # moved by (3, 1) cells
+    match = explorer.click_a(42, 70)          # canvas (42, 70) = picture (10.5, 17.5) = grid (5.25, 8.75)
+    assert match.point == (5, 9)
+    assert match.best == (8, 10)              # moved by (3, 1) cells
     assert explorer.match is match and match.similarity == pytest.approx(1.0, abs=1e-3)
-    assert "A (10, 16) px &rarr; best match in B (16, 18) px" in explorer.readout.value
+    assert "A (10, 18) px &rarr; best match in B (16, 20) px" in explorer.readout.value
     assert "block 2, step 35 (t=301) (the drag's own)" in explorer.readout.value
 
 
@@ -78,7 +78,7 @@ def test_explorer_sliders_recompute_and_the_heatmap_is_drawn():
     assert explorer.block_slider.value == 2 and explorer.step_slider.value == 35
     # B is drawn as the picture blended with the heatmap: hottest (bright) where the match is
     assert explorer.view_b.shape == (128, 192, 4) and (explorer.view_b[..., 3] == 255).all()
-    bx, by = [round(v * explorer.scale) for v in explorer.image_point(explorer.match.best, 1)]
+    bx, by = [int(v) for v in explorer.canvas_point(explorer.match.best)]
     brightness = explorer.view_b[..., :3].astype(float).sum(-1)
     assert brightness[by, bx] > np.percentile(brightness, 95)
     # A shows the picture itself; the PCA switch shows the block's colours instead
