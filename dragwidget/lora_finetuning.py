@@ -131,6 +131,7 @@ def train_identity_lora(
         torch.manual_seed(config.lora_seed)  # the LoRA "A" matrices are initialised from the global RNG
         unet.add_adapter(_lora_config(config), adapter_name=ADAPTER_NAME)
     unet.set_adapter(ADAPTER_NAME)
+    unet.enable_adapters()  # a drag without LoRA (0 steps, generated image) may have disabled them
     parameters = [p for name, p in unet.named_parameters() if "lora_" in name]
     for parameter in parameters:
         parameter.requires_grad_(True)

@@ -111,3 +111,14 @@ def test_cache_key_depends_on_everything_that_determines_the_lora(tiny_model, sm
     assert len({key, *others}) == len(others) + 1
     # Drag settings do not change the LoRA, so they must not change the key.
     assert key == lora_cache_key(tiny_model, picture, "a red disc", small_config.replace(max_drag_steps=7, seed=1))
+
+
+def test_training_after_a_drag_without_lora_trains_again(fresh_model, small_config, make_image, tmp_path):
+    """A prepare with 0 LoRA steps switches the adapter off; the next training must switch it on."""
+    editor = DragEditor(fresh_model, config=small_config, cache_dir=tmp_path)
+    editor.prepare(make_image(48, 40, seed=4), "a red disc")
+    without = editor.prepare(make_image(48, 40, seed=5), "a red disc", config=small_config.replace(lora_steps=0))
+    assert without.lora_weights is None
+    again = editor.prepare(make_image(48, 40, seed=6), "a red disc")
+    assert again.lora_source == "trained"
+    assert any(v.abs().sum() > 0 for k, v in again.lora_weights.items() if "lora_B" in k)
