@@ -48,7 +48,6 @@ def _progress_printer():
 
 
 def edit(args) -> int:
-    from .config import DragConfig
     from .editor import DragEditor, DragRequest
     from .image_input import load_image, load_mask, normalise_points
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import torch
 import torch.nn.functional as F
 
 
