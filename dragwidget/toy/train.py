@@ -54,7 +54,7 @@ class TrainSettings:
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
     pool_size: int = 16000
-    unet_steps: int = 2000
+    unet_steps: int = 4500
     unet_batch: int = 32
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
@@ -111,7 +111,7 @@ class Checkpoint:
                 thing.load_state_dict(tensors)
 
 
-def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint) -> None:
+def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint, device: torch.device) -> None:
     state = checkpoint.state()
     optimizer = torch.optim.Adam(vae.parameters(), lr=settings.vae_lr)
     start = state.get("vae_step", 0)
@@ -123,7 +123,7 @@ def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint) -> None:
         _, pixels = scene_batch(settings.seed * 1_000_003 + step, settings.vae_batch)
         generator = torch.Generator().manual_seed(step)
         top, left = (int(v) for v in torch.randint(0, IMAGE_SIZE - settings.vae_crop + 1, (2,), generator=generator))
-        crops = pixels[:, :, top:top + settings.vae_crop, left:left + settings.vae_crop]
+        crops = pixels[:, :, top:top + settings.vae_crop, left:left + settings.vae_crop].to(device)
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, settings.vae_steps, settings.vae_lr)
         posterior = vae.encode(crops).latent_dist
@@ -140,7 +140,7 @@ def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint) -> None:
 
 
 @torch.no_grad()
-def latent_pool(vae, tokenizer, settings: TrainSettings, checkpoint: Checkpoint):
+def latent_pool(vae, tokenizer, settings: TrainSettings, checkpoint: Checkpoint, device: torch.device):
     path = checkpoint.folder / "pool.safetensors"
     if path.is_file():
         pool = load_file(str(path))
@@ -148,17 +148,19 @@ def latent_pool(vae, tokenizer, settings: TrainSettings, checkpoint: Checkpoint)
     latents, tokens = [], []
     for chunk in tqdm(range(0, settings.pool_size, 200), desc="latent pool"):
         scenes, pixels = scene_batch(settings.seed * 7_000_001 + chunk, min(200, settings.pool_size - chunk))
-        latents.append(vae.encode(pixels).latent_dist.mean)
+        latents.append(vae.encode(pixels.to(device)).latent_dist.mean.cpu())
         tokens.append(tokenizer([s.caption for s in scenes], padding="max_length", max_length=CAPTION_TOKENS,
                                 truncation=True, return_tensors="pt").input_ids)
     latents, tokens = torch.cat(latents), torch.cat(tokens)
-    scaling_factor = 1.0 / latents.std().item()  # as SD does: unit-variance latents for the UNet
+    scaling_factor = 1.0 / latents.std()  # as SD does: unit-variance latents for the UNet
     save_file({"latents": latents.contiguous(), "tokens": tokens.contiguous(),
-               "scaling_factor": torch.tensor(scaling_factor)}, str(path))
-    return latents, tokens, scaling_factor
+               "scaling_factor": scaling_factor}, str(path))
+    # The float32 value, as a resumed run reads it back: a resumed run trains on the same numbers.
+    return latents, tokens, float(scaling_factor)
 
 
-def train_denoiser(unet, text_encoder, latents, tokens, empty_tokens, settings: TrainSettings, checkpoint: Checkpoint):
+def train_denoiser(unet, text_encoder, latents, tokens, empty_tokens, settings: TrainSettings, checkpoint: Checkpoint,
+                   device: torch.device):
     from diffusers import DDPMScheduler
 
     noise_scheduler = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
@@ -186,8 +188,10 @@ def train_denoiser(unet, text_encoder, latents, tokens, empty_tokens, settings: 
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (settings.unet_batch,), generator=generator)
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, settings.unet_steps, settings.unet_lr)
-        prediction = unet(noise_scheduler.add_noise(batch, noise, timesteps), timesteps,
-                          encoder_hidden_states=text_encoder(batch_tokens)[0]).sample
+        # Random draws stay on the CPU so that a run is the same numbers on any device.
+        noisy, noise, timesteps, batch_tokens = (t.to(device) for t in (
+            noise_scheduler.add_noise(batch, noise, timesteps), noise, timesteps, batch_tokens))
+        prediction = unet(noisy, timesteps, encoder_hidden_states=text_encoder(batch_tokens)[0]).sample
         loss = F.mse_loss(prediction, noise)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -196,16 +200,15 @@ def train_denoiser(unet, text_encoder, latents, tokens, empty_tokens, settings: 
         decay = min(settings.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
-                for target, source in zip(ema.parameters(), live.parameters()):
-                    target.lerp_(source, 1 - decay)
+                torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1 - decay)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.unet_steps:
             checkpoint.save({**state, "unet_step": step + 1}, unet=unet, text_encoder=text_encoder,
                             ema_unet=ema_unet, ema_text=ema_text, denoiser_optimizer=optimizer)
-    return ema_unet.eval(), ema_text.eval()
+    return ema_unet.eval().cpu(), ema_text.eval().cpu()
 
 
-def train(out: Path, checkpoint_dir: Path, settings: TrainSettings) -> Path:
+def train(out: Path, checkpoint_dir: Path, settings: TrainSettings, device: str = "cpu") -> Path:
     from transformers import CLIPTokenizer
 
     started = time.time()
@@ -218,18 +221,21 @@ def train(out: Path, checkpoint_dir: Path, settings: TrainSettings) -> Path:
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
     torch.manual_seed(settings.seed)
     unet, vae, text_encoder = create_components(UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, out / "tokenizer")
+    device = torch.device(device)
+    unet, vae, text_encoder = unet.to(device), vae.to(device), text_encoder.to(device)
 
-    train_vae(vae, settings, checkpoint)
-    latents, tokens, scaling_factor = latent_pool(vae, tokenizer, settings, checkpoint)
+    train_vae(vae, settings, checkpoint, device)
+    latents, tokens, scaling_factor = latent_pool(vae, tokenizer, settings, checkpoint, device)
     vae.register_to_config(scaling_factor=scaling_factor)
     empty = tokenizer([""], padding="max_length", max_length=CAPTION_TOKENS, return_tensors="pt").input_ids[0]
-    unet, text_encoder = train_denoiser(unet, text_encoder, latents * scaling_factor, tokens, empty, settings, checkpoint)
+    unet, text_encoder = train_denoiser(unet, text_encoder, latents * scaling_factor, tokens, empty, settings, checkpoint,
+                                       device)
 
-    save_model_folder(out, unet, vae, text_encoder)
+    save_model_folder(out, unet, vae.cpu(), text_encoder)
     minutes = (time.time() - started) / 60
     (out / "training.json").write_text(json.dumps({
         "settings": asdict(settings), "image_size": IMAGE_SIZE, "minutes_this_run": round(minutes, 1),
-        "torch_threads": torch.get_num_threads()}, indent=2))
+        "device": device.type, "torch_threads": torch.get_num_threads()}, indent=2))
     print(f"saved the toy model to {out} ({minutes:.1f} min in this run)")
     return out
 
@@ -239,12 +245,13 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "toy")
     parser.add_argument("--checkpoint", type=Path, default=Path("toy-checkpoint"),
                         help="folder for resumable checkpoints (rerun the same command to resume)")
+    parser.add_argument("--device", default="cpu", help="cpu (the measured hour) or cuda")
     defaults = TrainSettings()
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args(argv)
     settings = TrainSettings(**{name: getattr(args, name) for name in asdict(defaults)})
-    train(args.out, args.checkpoint, settings)
+    train(args.out, args.checkpoint, settings, args.device)
 
 
 if __name__ == "__main__":
