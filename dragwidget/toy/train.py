@@ -54,7 +54,7 @@ class TrainSettings:
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
     pool_size: int = 16000
-    unet_steps: int = 4500
+    unet_steps: int = 2000
     unet_batch: int = 32
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
