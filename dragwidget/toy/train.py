@@ -188,7 +188,7 @@ def train_denoiser(unet, text_encoder, latents, tokens, empty_tokens, settings: 
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (settings.unet_batch,), generator=generator)
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, settings.unet_steps, settings.unet_lr)
-        # Random draws stay on the CPU so that a run is the same numbers on any device.
+        # Random draws stay on the CPU: the same seed gives the same batches and noise on any device.
         noisy, noise, timesteps, batch_tokens = (t.to(device) for t in (
             noise_scheduler.add_noise(batch, noise, timesteps), noise, timesteps, batch_tokens))
         prediction = unet(noisy, timesteps, encoder_hidden_states=text_encoder(batch_tokens)[0]).sample
