@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
 from dragwidget import DragConfig, DragEditor, DragRequest, load_model  # noqa: E402
 from dragwidget.tiny_model import build_sd15_architecture_model, build_tiny_model  # noqa: E402

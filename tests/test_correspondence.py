@@ -92,7 +92,7 @@ def test_explorer_sliders_recompute_and_the_heatmap_is_drawn():
 
 # ------------------------------------------------------------------ on the embedded model
 needs_toy = pytest.mark.skipif(embedded_model_path("toy") is None,
-                               reason="the embedded toy model (dragwidget/models/toy) is not installed")
+                               reason="the embedded toy model (src/dragwidget/models/toy) is not installed")
 
 
 @needs_toy

@@ -15,7 +15,7 @@ from dragwidget.toy.shapes import OBJECT_COLORS, Scene, SceneObject, render
 from dragwidget.toy.shapes_bench import color_region, make_cases, psnr_outside, run_bench
 
 pytestmark = pytest.mark.skipif(embedded_model_path("toy") is None,
-                                reason="the embedded toy model is not in dragwidget/models/toy (run `dragwidget train-toy`)")
+                                reason="the embedded toy model is not in src/dragwidget/models/toy (run `dragwidget train-toy`)")
 
 
 @pytest.fixture(scope="module")

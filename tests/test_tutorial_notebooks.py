@@ -23,7 +23,7 @@ TUTORIAL_BUDGET_S = 300   # "under 5 minutes on 2 CPU cores"
 pytestmark = [
     pytest.mark.notebook,
     pytest.mark.skipif(embedded_model_path("toy") is None,
-                       reason="the embedded toy model (dragwidget/models/toy) is not installed; "
+                       reason="the embedded toy model (src/dragwidget/models/toy) is not installed; "
                               "the notebooks are written for it"),
 ]
 

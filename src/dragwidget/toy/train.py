@@ -1,6 +1,6 @@
 """Train the embedded `toy` model from scratch on procedural shapes (CPU, under an hour).
 
-    python -m dragwidget.toy.train --out dragwidget/models/toy     # or: dragwidget train-toy
+    python -m dragwidget.toy.train --out src/dragwidget/models/toy     # or: dragwidget train-toy
 
 Two stages, both seeded and resumable from the checkpoint folder:
 1. the VAE (factor-4 KL autoencoder) on random 32x32 crops of 64x64 scenes;
