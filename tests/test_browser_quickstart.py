@@ -3,7 +3,10 @@
 Starts JupyterLab on 127.0.0.1, opens notebooks/quickstart.ipynb, runs every cell, clicks a
 handle/target pair and paints a mask stroke on the canvas, presses Run, waits for the result, and
 checks from the kernel's own state that the points (within 1 image pixel) and the mask arrived and
-that the result exists. Screenshots are kept in test-artifacts/browser/.
+that the result exists. Screenshots are kept in test-artifacts/browser/; widget.png is the widget
+alone after the run. To refresh the README's picture from this test:
+
+    DRAGWIDGET_SCREENSHOT=docs/widget.png python3 -m pytest tests/test_browser_quickstart.py
 
 Skipped, with the reason, when /usr/bin/chromium or the playwright / jupyterlab Python packages are
 missing; when Chromium is present it runs.
@@ -29,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT_ENV = "DRAGWIDGET_SCREENSHOT"   # also save the widget's picture here (e.g. docs/widget.png)
+SCREENSHOT_COLORS = 256                    # a palette PNG keeps docs/widget.png small
 LONG = 240_000  # ms: generous, the machine may be busy
 
 
@@ -145,6 +150,23 @@ print(_json.dumps({
 """
 
 
+def save_widget_picture(widget) -> None:
+    """The widget alone (canvas with points and hatched mask, result panel) as a palette PNG, in
+    test-artifacts/browser/widget.png and, when $DRAGWIDGET_SCREENSHOT names a path, there too."""
+    from PIL import Image
+
+    widget.scroll_into_view_if_needed()
+    raw = ARTIFACTS / "widget-raw.png"
+    widget.screenshot(path=str(raw), animations="disabled")
+    with Image.open(raw) as picture:
+        small = picture.convert("RGB").quantize(SCREENSHOT_COLORS, method=Image.Quantize.MEDIANCUT)
+    raw.unlink()
+    targets = [ARTIFACTS / "widget.png"] + ([Path(os.environ[SCREENSHOT_ENV])] if os.environ.get(SCREENSHOT_ENV) else [])
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        small.save(target, optimize=True)
+
+
 def test_quickstart_widget_in_chromium(jupyterlab):
     from playwright.sync_api import sync_playwright
 
@@ -221,13 +243,15 @@ def test_quickstart_widget_in_chromium(jupyterlab):
                 return (box["x"] + (x + 0.5) * scale * css_per_buffer,
                         box["y"] + (y + 0.5) * scale * css_per_buffer)
 
-            def pixel(xy):
-                return page.evaluate("""([x, y]) => Array.from(document.querySelector('canvas.dragwidget-canvas')
-                    .getContext('2d').getImageData(x, y, 1, 1).data)""",
-                    [int((xy[0] + 0.5) * scale), int((xy[1] + 0.5) * scale)])
+            def pixels(xy):
+                """The canvas pixels of image pixel `xy` (the hatched overlay covers only part of each)."""
+                side = max(1, int(scale))
+                return page.evaluate("""([x, y, side]) => Array.from(document.querySelector('canvas.dragwidget-canvas')
+                    .getContext('2d').getImageData(x, y, side, side).data)""",
+                    [int(xy[0] * scale), int(xy[1] * scale), side])
 
             probe = (round(width * 0.6), round(height * 0.55))   # on the stroke, away from the arrow
-            before = pixel(probe)
+            before = pixels(probe)
             handle = (round(width * 0.3), round(height * 0.5))
             target = (round(width * 0.55), round(height * 0.45))
             page.mouse.click(*at(*handle))
@@ -269,7 +293,7 @@ def test_quickstart_widget_in_chromium(jupyterlab):
             assert values == [True, True, True, False], values
 
             # The overlay reached the front end too: the canvas changed colour under the stroke.
-            after = pixel(probe)
+            after = pixels(probe)
             assert after != before, (before, after)
 
             lap("points and stroke checked")
@@ -286,6 +310,7 @@ def test_quickstart_widget_in_chromium(jupyterlab):
             page.wait_for_timeout(800)
             lap("result")
             shot("03-result.png")
+            save_widget_picture(page.locator(".dragwidget").first)
             assert state["result"]["size"] == [width, height]
             assert state["result"]["reused"]["lora"] == "memory", state  # same image: LoRA and inversion reused
             assert "reused from the previous run" in page.locator(".dragwidget-status").inner_text()

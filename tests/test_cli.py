@@ -1,12 +1,18 @@
-"""`dragwidget edit`, run in-process: a full edit on the tiny model, and one-line errors (exit 2)."""
+"""The command line, run in-process: a full edit on the tiny model, one-line errors (exit 2) before
+any slow work, the train-toy and cache commands, instant help, and the offline fast fail."""
 
+import argparse
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dragwidget import cli
+from dragwidget import ModelNotFoundError, cli
 
 
 def run_cli(args, capsys):
@@ -146,3 +152,255 @@ def test_cli_unknown_setting(tiny_model_dir, image_file, capsys):
     code, _, err = run_cli(["edit", image_file(50, 37), "--points", "1,2,3,4", "--model", tiny_model_dir,
                             "--set", "no_such_setting=1"], capsys)
     expect_one_line_error(code, err, "no_such_setting")
+
+
+# ---------------------------------------------------------------- checked before the model loads
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Every check below must answer before the (slow) model load."""
+    import dragwidget.editor
+
+    class NotLoaded:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(dragwidget.editor, "DragEditor", NotLoaded)
+
+
+@pytest.fixture
+def quick_edit(image_file, tmp_path):
+    image = image_file(50, 37)
+
+    def make(*extra):
+        return ["edit", image, "--points", "10,12,30,20", "--model", "toy", *extra]
+    return make
+
+
+@pytest.mark.parametrize("options,fragments", [
+    (["--set", "num_inference_steps=abc"], ["--set num_inference_steps=abc: num_inference_steps must be a whole number >= 1"]),
+    (["--set", "num_inference_steps=0"], ["num_inference_steps must be a whole number >= 1, got 0"]),
+    (["--set", "guidance_scale=high"], ["guidance_scale must be a number >= 0, got 'high'"]),
+    (["--set", "max_drag_steps=2.5"], ["--set max_drag_steps=2.5: max_drag_steps must be a whole number"]),
+    (["--set", "tracking_radius=-1"], ["tracking_radius must be a whole number >= 1, got -1"]),
+    (["--set", "drag_lr=0"], ["drag_lr must be a number > 0"]),
+    (["--set", "inversion_strength=1.5"], ["inversion_strength must be a number in (0, 1], got 1.5"]),
+    (["--drag-steps", -5], ["--drag-steps -5: max_drag_steps must be a whole number >= 1, got -5"]),
+    (["--lora-steps", -3], ["--lora-steps -3: lora_steps must be a whole number >= 0, got -3"]),
+    (["--set", "max_drag_step=3"], ["no setting 'max_drag_step'", "did you mean max_drag_steps"]),
+    (["--set", "seed"], ["--set expects KEY=VALUE"]),
+])
+def test_bad_settings_are_one_line_errors_before_the_model_loads(options, fragments, quick_edit, no_model_load, capsys):
+    code, _, err = run_cli(quick_edit(*options), capsys)
+    expect_one_line_error(code, err, *fragments)
+
+
+@pytest.mark.parametrize("options,given", [
+    (["--seed", 1, "--set", "seed=1"], "(--seed 1 and --set seed=1)"),
+    (["--set", "seed=1", "--set", "seed=2"], "(--set seed=1 and --set seed=2)"),
+    (["--lora-steps", 3, "--set", "lora_steps=4"], "(--lora-steps 3 and --set lora_steps=4)"),
+    (["--drag-steps", 3, "--set", "max_drag_steps=4"], "(--drag-steps 3 and --set max_drag_steps=4)"),
+])
+def test_a_setting_given_twice_is_one_clear_error(options, given, quick_edit, no_model_load, capsys):
+    code, _, err = run_cli(quick_edit(*options), capsys)
+    expect_one_line_error(code, err, "is given twice", given)
+
+
+def test_settings_go_on_top_of_the_models_own(edit_args, tmp_path, capsys):
+    code, _, err = run_cli(edit_args("typed", "--set", "mutual_attention=off", "--set", "drag_lr=0.02"), capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "typed.json").read_text())["config"]
+    assert config["mutual_attention"] is False and config["drag_lr"] == 0.02
+    assert config["num_inference_steps"] == 10                   # still the tiny model's shipped setting
+
+
+def test_output_paths_are_checked_before_the_model_loads(quick_edit, no_model_load, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cases = [
+        (["--out", tmp_path], ["--out", "is a folder; give a file name such as"]),
+        (["--out", tmp_path / "edited.xyz"], ["Pillow cannot write '.xyz'", ".png"]),
+        (["--out", tmp_path / "edited"], ["Pillow cannot write 'a file without extension'"]),
+        (["--out", blocker / "sub" / "edited.png"], ["cannot create the folder", "a_file is a file"]),
+        (["--out", tmp_path / "ok.png", "--report", tmp_path], ["--report", "is a folder"]),
+        (["--out", tmp_path / "same.png", "--report", tmp_path / "same.png"], ["--report", "own path"]),
+    ]
+    for options, fragments in cases:
+        code, _, err = run_cli(quick_edit(*options), capsys)
+        expect_one_line_error(code, err, *fragments)
+
+    # Tests run as root, who may write anywhere: stand in for a folder without write permission.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    code, _, err = run_cli(quick_edit("--out", locked / "edited.png"), capsys)
+    expect_one_line_error(code, err, "no permission to write in the folder", "locked")
+    code, _, err = run_cli(quick_edit("--out", tmp_path / "fine.png", "--report", locked / "new" / "r.json"), capsys)
+    expect_one_line_error(code, err, "--report", "no permission to write in the folder")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["bench", "shapes", "--cases", 0], "argument --cases: must be a whole number >= 1, got '0'"),
+    (["bench", "shapes", "--set", "max_drag_steps=0"], "max_drag_steps must be a whole number >= 1"),
+    (["features", "IMAGE", "--size", 0], "argument --size: must be a whole number >= 1, got '0'"),
+    (["features", "IMAGE", "--lora-steps", 2, "--set", "lora_steps=3"], "lora_steps is given twice"),
+])
+def test_bench_and_features_reject_bad_counts(args, fragment, image_file, no_model_load, capsys):
+    args = [image_file(50, 37) if a == "IMAGE" else a for a in args]
+    code, _, err = run_cli(args, capsys)
+    expect_one_line_error(code, err, fragment)
+
+
+def subparser(*names):
+    parser = cli.build_parser()
+    for name in names:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = commands.choices[name]
+    return parser
+
+
+def test_every_bench_shapes_option_is_described():
+    options = [a for a in subparser("bench", "shapes")._actions if a.option_strings]
+    assert {"--cases", "--seed", "--model", "--device", "--out", "--set"} <= {o for a in options for o in a.option_strings}
+    assert all(a.help for a in options), [a.option_strings for a in options if not a.help]
+
+
+# ---------------------------------------------------------------- train-toy, cache
+
+def test_train_toy_has_the_training_options(capsys):
+    code, out, _ = run_cli(["train-toy", "--help"], capsys)
+    assert code == 0
+    for option in ("--unet-steps", "--vae-steps", "--checkpoint", "--out", "--device"):
+        assert option in out
+
+
+def test_train_toy_passes_its_options_to_the_training(monkeypatch, tmp_path, capsys):
+    from dragwidget.toy import train
+
+    calls = []
+    monkeypatch.setattr(train, "train", lambda out, checkpoint, settings, device: calls.append(
+        (out, checkpoint, settings, device)))
+    code, _, err = run_cli(["train-toy", "--unet-steps", 4500, "--out", tmp_path / "toy",
+                            "--checkpoint", tmp_path / "ckpt", "--vae-lr", "2e-3"], capsys)
+    assert code == 0, err
+    (out, checkpoint, settings, device), = calls
+    assert out == tmp_path / "toy" and checkpoint == tmp_path / "ckpt" and device == "cpu"
+    assert settings.unet_steps == 4500 and settings.vae_lr == 2e-3 and settings.vae_steps == 2000
+
+
+def test_train_toy_rejects_unknown_options(capsys):
+    code, _, err = run_cli(["train-toy", "--epochs", "3"], capsys)
+    expect_one_line_error(code, err, "unrecognized arguments")
+
+
+def test_cache_info_and_clear(monkeypatch, tmp_path, capsys):
+    from dragwidget import lora_cache
+
+    entries = {"n": 3}
+    monkeypatch.setattr(lora_cache, "cache_info", lambda folder=None: {
+        "folder": str(folder), "entries": entries["n"], "bytes": 12_500_000 * entries["n"], "max_bytes": 2_000_000_000})
+
+    def clear(folder=None):
+        removed, entries["n"] = entries["n"], 0
+        return removed
+    monkeypatch.setattr(lora_cache, "clear_cache", clear)
+
+    code, out, err = run_cli(["cache", "info", "--folder", tmp_path], capsys)
+    assert code == 0, err
+    assert f"LoRA cache {tmp_path}: 3 entries, 37.5 MB (limit 2000 MB)" in out
+    code, out, err = run_cli(["cache", "clear", "--folder", tmp_path], capsys)
+    assert code == 0, err
+    assert f"removed 3 cached LoRA adapter(s) from {tmp_path}" in out and "0 entries, 0.0 MB" in out
+
+
+def test_cache_info_of_an_empty_folder(tmp_path, capsys):
+    code, out, err = run_cli(["cache", "info", "--folder", tmp_path / "empty"], capsys)
+    assert code == 0, err
+    assert "0 entries, 0.0 MB" in out
+
+
+# ---------------------------------------------------------------- instant help: no torch
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["edit", "--help"], ["bench", "shapes", "--help"], ["features", "--help"], ["train-toy", "--help"],
+    ["cache", "--help"], ["cache", "info", "--help"], ["edit"], ["edit", "x.png", "--points", "1,2,3,4", "--set", "seed=-1"],
+    ["bench", "shapes", "--cases", "0"],
+])
+def test_help_and_argument_errors_do_not_import_the_engine(argv):
+    script = ("import sys\nfrom dragwidget import cli\n"
+              f"try:\n    code = cli.main({argv!r})\nexcept SystemExit as exit_:\n    code = exit_.code\n"
+              "print(code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[-2:] in (["0", "False"], ["2", "False"]), done.stdout + done.stderr
+
+
+def test_the_package_names_resolve_on_first_use():
+    import dragwidget
+
+    assert {"DragEditor", "load_model", "DragWidget"} <= set(dir(dragwidget))
+    for name in dragwidget.__all__:
+        assert getattr(dragwidget, name) is not None
+    from dragwidget import DragEditor
+    from dragwidget.editor import DragEditor as defined
+    assert DragEditor is defined
+    with pytest.raises(AttributeError):
+        dragwidget.no_such_name
+
+
+# ---------------------------------------------------------------- offline: fail at once
+
+@pytest.fixture
+def hub_unused(monkeypatch):
+    """Loading must stop before any hub download is tried."""
+    import diffusers
+
+    def no_download(*args, **kwargs):
+        raise AssertionError(f"tried the hub: {args} {kwargs}")
+    monkeypatch.setattr(diffusers.UNet2DConditionModel, "from_pretrained", no_download)
+
+
+def test_offline_mode_fails_at_once_without_the_network(monkeypatch, hub_unused):
+    from huggingface_hub import constants
+
+    from dragwidget import loading
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: pytest.fail("HF_HUB_OFFLINE forbids a network check"))
+    with pytest.raises(ModelNotFoundError, match=r"(?s)not in the local cache and HF_HUB_OFFLINE is set.*To fix:"):
+        loading.load_model("nobody-here/no-such-model-anywhere", device="cpu")
+
+
+def test_unreachable_hub_fails_at_once(monkeypatch, hub_unused):
+    from huggingface_hub import constants
+
+    from dragwidget import loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
+    with pytest.raises(ModelNotFoundError, match=r"(?s)the hub did not answer within .* s.*Tried:"):
+        loading.load_model("nobody-here/no-such-model-anywhere", device="cpu")
+
+
+def test_cached_model_loads_from_the_cache_when_the_hub_is_unreachable(monkeypatch):
+    import diffusers
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from dragwidget import loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo_id, filename: f"/cache/{repo_id}/{filename}")
+    asked = []
+
+    def from_pretrained(*args, **kwargs):
+        asked.append(kwargs)
+        raise OSError("stop here")
+    monkeypatch.setattr(diffusers.UNet2DConditionModel, "from_pretrained", from_pretrained)
+    with pytest.raises(ModelNotFoundError):
+        loading.load_model("someone/cached-model", device="cpu")
+    assert asked[0]["local_files_only"] is True           # no hub retries for a model already here

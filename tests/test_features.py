@@ -112,7 +112,7 @@ def test_drag_block_and_step_are_the_features_the_drag_sees(feature_editor, drag
     editor = feature_editor
     _, prepared, _ = dragged
     config = editor.config
-    editor._install_lora(prepared)
+    editor.use_prepared(prepared)
     latent = prepared.inverted[(config.num_inference_steps, config.inversion_steps)]
     timestep = ddim_scheduler(editor.model, config).timesteps[drag_timestep_index(config)]
     with torch.no_grad():

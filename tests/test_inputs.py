@@ -1,13 +1,16 @@
 """What the user gives: images, points, masks and model names, good and bad (API level)."""
 
 import math
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dragwidget import InputError, ModelNotFoundError, PointPair, load_model
-from dragwidget.image_input import load_image, load_mask, normalise_points, parse_points_text, working_size
+from dragwidget import DragRequest, InputError, ModelNotFoundError, PointPair, load_model
+from dragwidget.image_input import (feature_grid_size, load_image, load_mask, normalise_points, parse_points_text,
+                                    to_feature_grid, validate_prompt, working_size)
 
 ORIENTATION = 0x0112
 
@@ -107,8 +110,8 @@ def test_tiny_image_is_rejected():
 
 
 def test_bad_array_shape_is_rejected():
-    with pytest.raises(InputError, match="HxW, HxWx3 or HxWx4"):
-        load_image(np.zeros((8, 8, 2), dtype=np.uint8))
+    with pytest.raises(InputError, match=r"HxW, HxWx2 \(grey, alpha\), HxWx3 or HxWx4"):
+        load_image(np.zeros((8, 8, 5), dtype=np.uint8))
 
 
 @pytest.mark.parametrize("width,height", [(50, 37), (37, 50), (511, 300), (1000, 999), (64, 64)])
@@ -241,3 +244,200 @@ def test_folder_that_is_not_a_checkpoint(tmp_path):
     (tmp_path / "unet").mkdir()
     with pytest.raises(ModelNotFoundError, match="lacks the subfolder.*vae, text_encoder, tokenizer, scheduler"):
         load_model(tmp_path, device="cpu")
+
+
+# ------------------------------------------------------------------ pixel formats
+RAMP16 = np.tile(np.linspace(0, 65535, 16).round().astype(np.uint16), (8, 1))   # 8x16, full 16-bit range
+RAMP16_AS_8BIT = np.round(RAMP16 / 257).astype(np.uint8)                         # 0, 17, 34, ..., 255
+
+
+def grey(picture):
+    """The single grey channel of an RGB picture whose three channels agree."""
+    array = np.asarray(picture)
+    assert picture.mode == "RGB" and (array == array[..., :1]).all()
+    return array[..., 0]
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(RAMP16).save(path)
+    with Image.open(path) as raw:
+        assert raw.mode == "I;16"
+    for source in (path, RAMP16, Image.fromarray(RAMP16), RAMP16.astype(">u2")):
+        assert np.array_equal(grey(load_image(source)), RAMP16_AS_8BIT), type(source)   # was all white
+
+
+def test_32_bit_integer_images_by_their_range():
+    as_i = Image.fromarray(RAMP16.astype(np.int32))            # mode I holding 16-bit data
+    assert as_i.mode == "I"
+    assert np.array_equal(grey(load_image(as_i)), RAMP16_AS_8BIT)
+    eight_bit = np.tile(np.arange(0, 256, 17), (8, 1))         # numpy's default int64, 8-bit values
+    assert np.array_equal(grey(load_image(eight_bit)), eight_bit)
+    wide = np.tile(np.arange(16) * 100_000 - 500_000, (8, 1)).astype(np.int32)   # neither: stretched
+    assert np.array_equal(grey(load_image(Image.fromarray(wide))), np.round(np.arange(16) * 17).astype(np.uint8)[None].repeat(8, 0))
+
+
+@pytest.mark.parametrize("values,expected", [
+    (np.linspace(0, 1, 16), np.linspace(0, 255, 16)),          # [0, 1]: times 255 (was all black as mode F)
+    (np.linspace(-1, 1, 16), np.linspace(0, 255, 16)),         # [-1, 1]: the diffusion convention
+    (np.linspace(0, 255, 16), np.linspace(0, 255, 16)),        # 8-bit values
+    (np.linspace(-3, 1000, 16), np.linspace(0, 255, 16)),      # anything else: min..max stretched
+])
+def test_float_images_are_scaled(values, expected, tmp_path):
+    array = np.tile(values.astype(np.float32), (8, 1))
+    path = tmp_path / "float.tif"
+    Image.fromarray(array).save(path)
+    for source in (array, array.astype(np.float64), Image.fromarray(array), path):
+        assert np.array_equal(grey(load_image(source)), np.round(np.tile(expected, (8, 1))).astype(np.uint8)), type(source)
+
+
+def test_bool_arrays_are_black_and_white():
+    array = np.zeros((8, 8), dtype=bool)
+    array[:, 4:] = True
+    picture = grey(load_image(array))                          # was all black
+    assert (picture[:, :4] == 0).all() and (picture[:, 4:] == 255).all()
+    assert np.array_equal(grey(load_image(Image.fromarray(array))), picture)   # mode "1"
+
+
+def test_float_rgba_array_is_scaled_and_composited():
+    rgba = np.zeros((8, 8, 4), dtype=np.float32)
+    rgba[..., :3] = (0.2, 0.6, 1.0)
+    rgba[:, :4, 3] = 0.0
+    rgba[:, 4:, 3] = 1.0
+    array = np.asarray(load_image(rgba))
+    assert (array[:, :4] == 255).all() and (array[:, 4:] == (51, 153, 255)).all()
+
+
+def test_grey_alpha_array():
+    la = np.zeros((8, 8, 2), dtype=np.uint8)
+    la[..., 0], la[:, 4:, 1] = 100, 255
+    assert (grey(load_image(la))[:, :4] == 255).all() and (grey(load_image(la))[:, 4:] == 100).all()
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "LA", "PA", "RGBA", "RGBX", "RGBa", "La", "I", "F"])
+def test_every_pillow_mode_becomes_the_right_rgb(mode):
+    colour = (200, 100, 50)
+    reference = Image.new("RGB", (8, 8), colour)
+    # Palettes from the picture's own colours: Pillow's default web palette would dither.
+    source = reference.quantize(4).convert(mode) if mode in ("P", "PA") else reference.convert(mode)
+    picture = load_image(source)
+    assert picture.mode == "RGB" and picture.size == (8, 8)
+    if mode == "1":
+        expected = np.asarray(reference.convert("1").convert("RGB"))     # dithered black and white
+    elif mode in ("L", "LA", "La", "I", "F"):
+        expected = np.asarray(reference.convert("L").convert("RGB"))
+    else:
+        expected = np.asarray(reference)
+    assert np.abs(np.asarray(picture).astype(int) - expected).max() <= 5, mode
+
+
+@pytest.mark.parametrize("array,message", [
+    (np.zeros((8, 8), dtype=np.complex64), "values of type complex64"),
+    (np.full((8, 8), "x", dtype=object), "values of type object"),
+    (np.full((8, 8), np.nan, dtype=np.float32), "NaN or infinite"),
+    (np.zeros((0, 8, 3), dtype=np.uint8), "empty"),
+])
+def test_arrays_that_are_not_pictures_are_refused(array, message):
+    with pytest.raises(InputError, match=message):
+        load_image(array)
+
+
+def test_16_bit_mask_file_is_scaled(tmp_path):
+    mask = np.zeros((8, 16), dtype=np.uint16)
+    mask[:, 8:] = 65535
+    mask[:, 4:8] = 1000                                        # dark grey: not editable (was white)
+    path = tmp_path / "mask16.png"
+    Image.fromarray(mask).save(path)
+    editable = load_mask(path, 16, 8)
+    assert not editable[:, :8].any() and editable[:, 8:].all()
+
+
+# ------------------------------------------------------------------ size policy
+def png_header_only(path, width, height):
+    """A 1-bit PNG that declares width x height: enough for Image.open, which reads only the header."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])   # above our limit; the second also above Pillow's
+def test_huge_image_files_are_refused_before_decoding(tmp_path, side, recwarn):
+    path = png_header_only(tmp_path / "bomb.png", side, side)
+    with pytest.raises(InputError) as caught:
+        load_image(path)
+    message = str(caught.value)
+    assert "above the limit of 50 megapixels" in message
+    assert "DRAGWIDGET_MAX_PIXELS" in message and "max_pixels" in message
+    if side == 10_000:
+        assert "10000x10000 = 100.0 megapixels" in message
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    with pytest.raises(InputError, match="limit of 50 megapixels"):
+        load_mask(path, 10, 10)
+
+
+def test_size_limit_can_be_changed(monkeypatch, tmp_path):
+    path = tmp_path / "small.png"
+    Image.new("RGB", (40, 40), "red").save(path)
+    monkeypatch.setenv("DRAGWIDGET_MAX_PIXELS", "1000")
+    for source in (path, np.zeros((40, 40, 3), np.uint8), Image.new("RGB", (40, 40))):
+        with pytest.raises(InputError, match=r"40x40 = 0.0 megapixels, above the limit of 0.001 megapixels"):
+            load_image(source)
+        assert load_image(source, max_pixels=1600).size == (40, 40)
+    monkeypatch.setenv("DRAGWIDGET_MAX_PIXELS", "lots")
+    with pytest.raises(InputError, match="DRAGWIDGET_MAX_PIXELS='lots' is not a pixel count"):
+        load_image(path)
+
+
+# ------------------------------------------------------------------ prompts
+@pytest.mark.parametrize("prompt,message", [
+    ("a red \udcff disc", r"encodable as UTF-8; the character at position 6 \('\\udcff'\)"),
+    (b"a red disc", r"must be text \(str\), got bytes \(decode it first"),
+    (None, r"must be text \(str\), got NoneType"),
+])
+def test_prompts_that_the_tokenizer_cannot_take(editor, make_image, prompt, message):
+    assert validate_prompt("a réd dísc ✓") == "a réd dísc ✓"
+    with pytest.raises(InputError, match=message):
+        validate_prompt(prompt)
+    events = []
+    with pytest.raises(InputError, match=message):          # was a tokenizer traceback
+        editor.run(DragRequest(make_image(50, 37), "10,12,30,20", prompt=prompt), progress=events.append)
+    assert not events, "refused before the LoRA"
+    with pytest.raises(InputError, match=message):
+        editor.generate(prompt)
+
+
+# ------------------------------------------------------------------ drags and the feature grid
+def test_a_drag_shorter_than_the_stop_distance_is_refused_before_the_lora(editor, make_image):
+    picture = make_image(50, 37)                               # the tiny model: 32x24 grid, ~1.6 px a cell
+    events = []
+    with pytest.raises(InputError) as caught:                  # was "reached after 0 steps"
+        editor.run(DragRequest(picture, "10,12,11,12", prompt="a disc"), progress=events.append)
+    assert not events, "refused before the LoRA"
+    message = str(caught.value)
+    assert "pair 1: handle (10, 12) -> target (11, 12) is 1.0 px long" in message
+    assert "reach_threshold=2" in message and "at least about 3.1 px long" in message
+    prepared = editor.prepare(picture, "a disc")
+    with pytest.raises(InputError, match="pair 2: .* at least about"):
+        editor.drag(prepared, "10,12,30,12;40,30,41,31")
+    assert editor.drag(prepared, "10,12,15,12").steps >= 1      # about 3 cells: accepted
+
+
+@pytest.mark.parametrize("width,height", [(300, 200), (50, 37), (1000, 999), (64, 64), (129, 257)])
+def test_the_last_pixel_maps_into_the_feature_grid(small_config, width, height):
+    grid = feature_grid_size(working_size(width, height, 64, 8), small_config)
+    assert to_feature_grid((width - 1, height - 1), (width, height), grid) == (grid[1] - 1, grid[0] - 1)
+    assert to_feature_grid((0, 0), (width, height), grid) == (0, 0)
+    for x in range(width):                                     # and every other point as the reference maps it
+        expected = round(x * grid[1] / width)
+        assert to_feature_grid((x, 0), (width, height), grid)[0] == min(expected, grid[1] - 1)
+
+
+def test_a_handle_on_the_last_column_stays_on_the_image(editor, make_image):
+    # 300 px onto a 32-cell grid: the reference's x * 32 / 300 put x = 299 on cell 32, one past the end.
+    result = editor.run(DragRequest(make_image(300, 200, seed=3), "299,100,250,100;250,60,299,60", prompt="a disc"))
+    first = result.trajectory[0]
+    assert first[0][0] <= 299 and first[1][0] <= 299               # was 300.0: off the image
+    assert all(0 <= x <= 299 and 0 <= y <= 199 for step in result.trajectory for x, y in step)

@@ -8,7 +8,12 @@ from PIL import Image
 from dragwidget import DragEditor, load_model, lora_finetuning
 from dragwidget.encoding import encode_prompt, image_to_tensor
 from conftest import smooth_image
-from dragwidget.lora_finetuning import install_lora, load_lora, lora_cache_key, save_lora, train_identity_lora
+from dragwidget.lora_cache import load_lora, lora_cache_key, save_lora
+from dragwidget.lora_finetuning import expected_lora_shapes, install_lora, train_identity_lora
+
+
+def load_checked(path, model, config):
+    return load_lora(path, model, config, expected_lora_shapes(model.unet, config))
 
 
 def unet_output(model, seed=0):
@@ -36,10 +41,10 @@ def test_training_produces_nonzero_update(trained):
 
 
 def test_save_load_round_trip_is_exact(trained, small_config, tmp_path):
-    _, weights = trained
+    model, weights = trained
     path = tmp_path / "sub" / "weights.safetensors"
-    save_lora(weights, path, small_config)
-    loaded = load_lora(path)
+    assert save_lora(weights, path, model, small_config)
+    loaded = load_checked(path, model, small_config)
     assert loaded.keys() == weights.keys()
     for key in weights:
         assert loaded[key].dtype == weights[key].dtype
@@ -51,19 +56,19 @@ def test_loaded_weights_reproduce_the_trained_unet(trained, small_config, tiny_m
     model, weights = trained
     with_trained = unet_output(model)
     path = tmp_path / "weights.safetensors"
-    save_lora(weights, path, small_config)
+    save_lora(weights, path, model, small_config)
 
     # A different process: a freshly loaded model that never saw the training.
     other = load_model(tiny_model_dir, device="cpu")
     base = unet_output(other)
     assert (with_trained - base).abs().max() > 1e-4     # the LoRA matters ...
-    install_lora(other.unet, load_lora(path), small_config)
+    install_lora(other.unet, load_checked(path, other, small_config), small_config)
     assert torch.equal(unet_output(other), with_trained)  # ... and comes back exactly
 
     # Switching the LoRA off and on again in the trained model.
     install_lora(model.unet, None, small_config)
     assert torch.equal(unet_output(model), base)
-    install_lora(model.unet, load_lora(path), small_config)
+    install_lora(model.unet, load_checked(path, model, small_config), small_config)
     assert torch.equal(unet_output(model), with_trained)
 
 

@@ -3,14 +3,14 @@
 Both run on the embedded toy model on the CPU (as a user without a GPU gets them). They are skipped
 only where that model is not installed (a checkout without its weights): the tutorial's plots and
 ablations are about what a *trained* model does. Select them with `pytest -m notebook` or
-`pytest tests/test_tutorial_notebooks.py`.
+`pytest tests/test_tutorial_notebooks.py`. How long the tutorial takes is a benchmark, not a test:
+`python3 benchmarks/bench_tutorial.py`.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,6 @@ import pytest
 from dragwidget.loading import embedded_model_path
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-TUTORIAL_BUDGET_S = 300   # "under 5 minutes on 2 CPU cores"
 
 pytestmark = [
     pytest.mark.notebook,
@@ -37,21 +36,19 @@ def execute(name: str, tmp_path: Path, monkeypatch):
     shutil.copy(NOTEBOOKS / name, tmp_path / name)
     notebook = nbformat.read(tmp_path / name, as_version=4)
     assert notebook.metadata.kernelspec.name == "python3"
-    started = time.perf_counter()
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+    # The cell timeout only catches a hung kernel: a loaded machine may take many times longer.
+    nbclient.NotebookClient(notebook, timeout=3600, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
-    seconds = time.perf_counter() - started
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     text += "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
     pictures = [o for o in outputs if "image/png" in o.get("data", {})]
-    return seconds, re.sub(r"\x1b\[[0-9;]*m", "", text), pictures, outputs
+    return re.sub(r"\x1b\[[0-9;]*m", "", text), pictures, outputs
 
 
-def test_tutorial_runs_top_to_bottom_within_budget(tmp_path, monkeypatch):
-    seconds, text, pictures, _ = execute("tutorial.ipynb", tmp_path, monkeypatch)
-    print(f"tutorial.ipynb ran in {seconds:.0f} s")
+def test_tutorial_runs_top_to_bottom(tmp_path, monkeypatch):
+    text, pictures, _ = execute("tutorial.ipynb", tmp_path, monkeypatch)
     for section in ("model 'toy'", "LoRA: trained", "mean error (px) at the drag's step, per block",
                     "reached:", "mutual self-attention:", "reconstruction PSNR", "settings x"):
         assert section in text, f"missing output of a section: {section!r}"
@@ -59,11 +56,10 @@ def test_tutorial_runs_top_to_bottom_within_budget(tmp_path, monkeypatch):
     for ablation in ("inversion steps", "LoRA steps", "feature block"):
         assert re.search(rf"{ablation}: best here .*(Agrees|Does not agree)", text), ablation
     assert len(pictures) >= 12, "figures are missing"
-    assert seconds < TUTORIAL_BUDGET_S * 1.5, f"the tutorial took {seconds:.0f} s (budget {TUTORIAL_BUDGET_S} s)"
 
 
 def test_feature_explorer_runs_top_to_bottom(tmp_path, monkeypatch):
-    seconds, text, pictures, outputs = execute("feature_explorer.ipynb", tmp_path, monkeypatch)
+    text, pictures, outputs = execute("feature_explorer.ipynb", tmp_path, monkeypatch)
     assert "embedded 'toy' model" in text or "'toy'" in text
     assert "best match in the edited picture" in text
     assert pictures, "the PCA grid was not shown"

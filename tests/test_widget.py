@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from datetime import datetime, timezone
 import json
-import pickle
 import subprocess
 import sys
 import threading
@@ -16,41 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dragwidget import DragConfig, DragRequest, Progress
+from dragwidget import Progress
 from dragwidget.errors import DragCancelled, InputError
-from dragwidget.widget import DragWidget, load_session, save_session
-from dragwidget.widget.session import safe_load_pickle
+from dragwidget.run_plan import RunPlan
+from dragwidget.widget import DragWidget, drawing
+from dragwidget.widget.running import StageClock
 from dragwidget.widget.state import EditState, paint_capsule
-
-
-def picture(width=64, height=64, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-
-
-def click(widget, x, y):
-    widget.on_mouse_down(x, y)
-    widget.on_mouse_up(x, y)
-
-
-def dom(kind, x, y, css_width, css_height, widget, **extra):
-    """An ipyevents event as the browser sends it: CSS pixels relative to the canvas element."""
-    return {"type": kind, "relativeX": x, "relativeY": y, "boundingRectWidth": css_width,
-            "boundingRectHeight": css_height, "button": 0, **extra}
-
-
-class FakeEditor:
-    """The narrow engine interface the widget uses; `behaviour(request, progress, cancel)` runs."""
-
-    def __init__(self, behaviour):
-        self.model = SimpleNamespace(name="fake")
-        self.config = DragConfig(lora_steps=1, max_drag_steps=5)
-        self.behaviour = behaviour
-        self.requests = []
-
-    def run(self, request: DragRequest, progress=None, cancel=None):
-        self.requests.append(request)
-        return self.behaviour(request, progress, cancel)
+from widget_fakes import FakeEditor, click, dom, picture
 
 
 # ---------------------------------------------------------------------- coordinates and clicks
@@ -251,7 +222,11 @@ def test_defaults_come_from_the_engine_config(editor):
     assert widget.drag_steps == editor.config.max_drag_steps
     assert widget.inversion_strength == editor.config.inversion_strength
     assert widget.accordion.selected_index is None               # the panel starts collapsed
-    assert widget._config(editor) == editor.config.replace(preview_every=widget.preview_every)
+    # keep_outside_mask: off in the API, on in the widget (a checkbox of the Parameters panel)
+    assert widget._config(editor) == editor.config.replace(preview_every=widget.preview_every, keep_outside_mask=True)
+    assert editor.config.keep_outside_mask is False and widget.parameter_widgets["keep_outside_mask"].value is True
+    widget.parameter_widgets["keep_outside_mask"].value = False
+    assert widget._config(editor).keep_outside_mask is False and widget.parameters["keep_outside_mask"] is False
 
 
 def test_model_defaults_without_loading(tmp_path):
@@ -279,67 +254,6 @@ def test_show_mask_hides_the_overlay_only():
     widget = DragWidget(picture(), model="fake", mask=np.ones((64, 64), bool))
     widget.show_mask_box.value = False
     assert widget.show_mask is False and widget.mask.all()
-
-
-# ---------------------------------------------------------------------- sessions
-def test_session_round_trip(tmp_path):
-    widget = DragWidget(picture(48, 32), prompt="two squares", model="fake", lora_steps=5, mask_weight=0.3)
-    widget.points = [{"handle": [3, 4], "target": [20, 10]}, {"handle": [40, 30], "target": [30.5, 20]}]
-    mask = np.zeros((32, 48), bool)
-    mask[5:20, 10:30] = True
-    widget.mask = mask
-    folder = widget.save_session(tmp_path / "s")
-    for name in ("original_image.png", "meta_data.pkl", "meta_data.json", "mask.png", "user_drag.png"):
-        assert (folder / name).is_file()
-    meta = safe_load_pickle((folder / "meta_data.pkl").read_bytes())
-    assert meta["prompt"] == "two squares"
-    assert meta["points"] == [[3, 4], [20, 10], [40, 30], [30.5, 20]]
-    assert meta["mask"].dtype == np.uint8 and meta["mask"].shape == (32, 48) and meta["mask"].sum() == mask.sum()
-    assert json.loads((folder / "meta_data.json").read_text())["parameters"]["lora_steps"] == 5
-
-    other = DragWidget.from_session(folder, model="fake")
-    assert other.points == widget.points and np.array_equal(other.mask, mask)
-    assert np.array_equal(np.asarray(other.image), np.asarray(widget.image))
-    assert (other.prompt, other.lora_steps, other.mask_weight) == ("two squares", 5, 0.3)
-    assert other.undo() is None                                   # a loaded session starts a new history
-
-    (folder / "meta_data.json").unlink()                          # a DragBench sample: pickle only
-    session = load_session(folder)
-    assert session.points == widget.points and np.array_equal(session.mask, mask)
-
-
-def test_dragbench_pickle_from_another_writer(tmp_path):
-    """Points as numpy ints and default-protocol numpy arrays, as DragBench's own tools write them."""
-    folder = tmp_path / "sample"
-    folder.mkdir()
-    Image.fromarray(picture(20, 10)).save(folder / "original_image.png")
-    mask = np.zeros((10, 20), np.uint8)
-    mask[2:5, 3:9] = 1
-    points = [np.array([1, 2]), np.array([5, 6])]
-    for protocol in (2, 4, 5):
-        (folder / "meta_data.pkl").write_bytes(pickle.dumps({"prompt": "x", "points": points, "mask": mask}, protocol=protocol))
-        session = load_session(folder)
-        assert session.points == [{"handle": [1, 2], "target": [5, 6]}] and session.mask.sum() == 18
-
-
-def test_malicious_pickle_is_refused(tmp_path):
-    marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            import os
-            return os.system, (f"touch {marker}",)
-
-    folder = save_session(tmp_path / "s", Image.fromarray(picture()), "p", [], None)
-    (folder / "meta_data.json").unlink()
-    (folder / "meta_data.pkl").write_bytes(pickle.dumps({"prompt": "p", "points": [], "mask": Evil()}))
-    with pytest.raises(InputError, match="refusing to load (posix|os|nt).system"):
-        load_session(folder)
-    assert not marker.exists()
-    with pytest.raises(InputError, match="refusing"):
-        safe_load_pickle(pickle.dumps(eval))
-    with pytest.raises(InputError, match="meta_data.pkl"):
-        safe_load_pickle(b"\x80\x04\x95")
 
 
 # ---------------------------------------------------------------------- running
@@ -506,6 +420,172 @@ def test_run_needs_points():
     assert widget.run() is None and "no point pairs" in widget.error
     with pytest.raises(InputError):
         widget.run(wait=True)
+
+
+def blocking_editor(events=()):
+    """A FakeEditor whose run sends `events`, then holds until `release` is set (and fails)."""
+    started, release = threading.Event(), threading.Event()
+
+    def behave(request, progress, cancel):
+        for event in events:
+            progress(event)
+        started.set()
+        release.wait(10)
+        raise InputError("stopped by the test")
+
+    return FakeEditor(behave), started, release
+
+
+def test_the_image_cannot_change_while_a_run_works():
+    editor, started, release = blocking_editor()
+    widget = DragWidget(picture(seed=1), editor=editor)
+    widget.points = [((1, 1), (5, 5))]
+    shown = np.asarray(widget.image).copy()
+    widget.run()
+    assert started.wait(10)
+    try:
+        with pytest.raises(RuntimeError, match=r"a run is in progress: press Cancel \(or widget.cancel\(\)\) first"):
+            widget.image = picture(seed=2)
+        buffer = io.BytesIO()
+        Image.fromarray(picture(30, 20)).save(buffer, format="PNG")
+        widget.upload.value = ({"name": "new.png", "type": "image/png", "size": len(buffer.getvalue()),
+                                "content": memoryview(buffer.getvalue()), "last_modified": datetime.now(timezone.utc)},)
+        assert "new.png was not loaded: a run is in progress" in widget.error
+        assert widget.generate("a red disc") is None and "a run is in progress" in widget.status
+        with pytest.raises(RuntimeError, match="a run is in progress"):
+            widget.generate("a red disc", wait=True)
+        with pytest.raises(RuntimeError, match="a run is in progress"):
+            widget.run(wait=True)
+        assert np.array_equal(np.asarray(widget.image), shown) and widget.points == [{"handle": [1, 1], "target": [5, 5]}]
+    finally:
+        release.set()
+        widget.runner.join(10)
+    widget.image = picture(seed=2)                                 # allowed again once it ended
+    assert not np.array_equal(np.asarray(widget.image), shown)
+
+
+def test_each_run_starts_from_clean_bars_and_a_failure_is_marked():
+    runs = []
+
+    def behave(request, progress, cancel):
+        runs.append(request)
+        if len(runs) == 1:
+            progress(Progress("lora", 1, 1))
+            progress(Progress("drag", 3, 5, handles=[(3.0, 3.0)]))
+            raise RuntimeError("out of memory")
+        progress(Progress("lora", 1, 1))                            # ends exactly at the end of LoRA
+        raise RuntimeError("broken LoRA")
+
+    widget = DragWidget(picture(), editor=FakeEditor(behave))
+    widget.points = [((1, 1), (5, 5))]
+    with pytest.raises(RuntimeError):
+        widget.run(wait=True)
+    assert widget.bars["drag"].bar_style == "danger" and widget.status.startswith("FAILED during optimise")
+    with pytest.raises(RuntimeError):
+        widget.run(wait=True)
+    assert widget.bars["lora"].bar_style == "danger" and widget.status.startswith("FAILED during lora")
+    assert (widget.bars["drag"].value, widget.bars["drag"].bar_style, widget.bar_labels["drag"].value) == (0, "", "")
+    assert widget.error == "RuntimeError: broken LoRA" and "broken LoRA" in widget.error_html.value
+
+
+def test_stage_bars_show_elapsed_time_and_time_left():
+    now = [100.0]
+    events = []
+
+    def behave(request, progress, cancel):
+        for step, at in ((0, 100.0), (10, 102.0)):
+            now[0] = at
+            progress(Progress("drag", step, 80, handles=[(3.0, 3.0)]))
+        events.append(widget.bar_labels["drag"].value)
+        now[0] = 103.0
+        progress(Progress("denoise", 5, 5))
+        raise RuntimeError("stop")
+
+    widget = DragWidget(picture(), editor=FakeEditor(behave))
+    widget.stage_clock = StageClock(clock=lambda: now[0])
+    widget.points = [((1, 1), (5, 5))]
+    with pytest.raises(RuntimeError):
+        widget.run(wait=True)
+    # 10 steps in 2 s: 70 left take about 14 s
+    assert events == ["<small>10/80 · 2.0 s · ~14 s left</small>"]
+    assert widget.bar_labels["denoise"].value == "<small>5/5 · 0.0 s</small>"
+
+
+def test_status_says_the_first_run_trains_a_lora_and_how_long_it_takes():
+    widget = DragWidget(picture(), model="fake", lora_steps=80)     # model not loaded yet: no estimate
+    assert "the first Run on this image fine-tunes a LoRA first (80 steps" in widget.status
+    editor = FakeEditor(lambda *args: None)
+    editor.next_plan = RunPlan(needs_lora=True, lora_steps=80, steps={"lora": 80, "drag": 40},
+                               expected_seconds={"lora": 41.0, "drag": 9.0})
+    widget = DragWidget(picture(), editor=editor)
+    assert widget.status == "the first Run on this image fine-tunes a LoRA first (80 steps; about 41 s, 50 s for the whole run)"
+    widget.status = ""
+    widget.prompt = "a red disc"                                    # another LoRA: asked again
+    assert editor.plans[-1].prompt == "a red disc" and "fine-tunes a LoRA" in widget.status
+    editor.next_plan = RunPlan(needs_lora=True, lora_steps=10, steps={"lora": 10}, expected_seconds=None)
+    widget.lora_steps = 10
+    assert editor.plans[-1].config.lora_steps == 10 and "(10 steps; no time measured yet" in widget.status
+    editor.next_plan = RunPlan(needs_lora=False, lora_steps=0, steps={}, expected_seconds=None)
+    widget.status = ""
+    widget.image = picture(seed=3)                                  # LoRA in memory or on disk: nothing said
+    assert widget.status == ""
+
+
+def test_waiting_for_another_run_on_the_model_is_shown():
+    editor, started, release = blocking_editor([Progress("waiting", 0, 1)])
+    widget = DragWidget(picture(), editor=editor)
+    widget.points = [((1, 1), (5, 5))]
+    widget.run()
+    assert started.wait(10)
+    try:
+        assert widget.status == "waiting for another run on this model to finish"
+    finally:
+        release.set()
+        widget.runner.join(10)
+
+
+def test_the_mask_overlay_is_hatched_and_outlined(monkeypatch):
+    widget = DragWidget(picture(64, 64), model="fake")             # shown x8
+    drawn = []
+    monkeypatch.setattr(widget.mask_layer, "put_image_data", lambda data, x, y: drawn.append((data, x, y)))
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 20:40] = True
+    widget.mask = mask
+    (overlay, x, y), = drawn
+    assert (x, y) == (0, 0) and overlay.shape == (512, 512, 4)
+    alpha = overlay[..., 3]
+    assert not alpha[:80].any() and not alpha[:, :160].any() and not alpha[240:].any()   # nothing outside
+    r, g, b = drawing.MASK_RGB
+    assert (overlay[alpha > 0][:, :3] == (r, g, b)).all()
+    inner = alpha[90:230, 170:310]                                  # well inside: stripes and gaps
+    assert set(np.unique(inner)) == {0, drawing.MASK_HATCH_ALPHA}
+    assert 0.2 < (inner > 0).mean() < 0.6
+    v0, v1, u0, u1 = 80, 240, 160, 320                              # the region's edge, all round
+    for edge in (alpha[v0, u0:u1], alpha[v1 - 1, u0:u1], alpha[v0:v1, u0], alpha[v0:v1, u1 - 1]):
+        assert (edge == 255).all()
+    # a stroke redraws only its box, and the outline of the grown region follows it
+    drawn.clear()
+    widget.mode = "mask"
+    widget.brush_radius = 2
+    widget.on_mouse_down(41.5 * 8, 20.5 * 8)                       # touches the region's right edge
+    (patch, x, y), = drawn
+    assert patch.shape[0] < 512 and x <= 40 * 8 - drawing.MASK_OUTLINE_WIDTH
+    assert patch[20 * 8 - y, 40 * 8 - 1 - x, 3] != 255             # the old edge is inside now: no outline
+
+
+def test_delete_mode_removes_the_clicked_pair_and_undo_brings_it_back():
+    widget = DragWidget(picture(64, 64), model="fake")             # shown x8
+    widget.points = [{"handle": [5, 5], "target": [15, 5]}, {"handle": [30, 30], "target": [40, 40]}]
+    widget.handle_event({"type": "keydown", "key": "x"})
+    assert widget.mode == "delete" and "delete" in [value for _, value in widget.mode_buttons.options]
+    click(widget, 55 * 8, 55 * 8)                                  # near nothing: nothing removed
+    assert len(widget.points) == 2
+    click(widget, 40.5 * 8 + 6, 40.5 * 8 - 4)                      # next to the second pair's target
+    assert widget.points == [{"handle": [5, 5], "target": [15, 5]}] and "removed" in widget.status
+    click(widget, 5.5 * 8, 5.5 * 8)                                # on the first pair's handle
+    assert widget.points == []
+    assert widget.undo() == "delete pair" and widget.undo() == "delete pair" and len(widget.points) == 2
+    assert widget.redo() == "delete pair" and widget.points == [{"handle": [5, 5], "target": [15, 5]}]
 
 
 # ---------------------------------------------------------------------- environment

@@ -1,20 +1,28 @@
 """Command line: `dragwidget edit IMAGE --points "hx,hy,tx,ty[;...]" ...`.
 
-Bad input prints one line starting with "dragwidget: error:" and exits with status 2.
+Bad input prints one line starting with "dragwidget: error:" and exits with status 2, before any
+slow work: options, settings and output paths are checked before the engine (torch) is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
-from .config import DEFAULT_MODEL
-from .errors import DragCancelled, DragWidgetError
+from .config import DEFAULT_MODEL, check_setting, parse_setting
+from .errors import DragCancelled, DragWidgetError, InputError
+from .toy.train_options import DESCRIPTION as TRAIN_DESCRIPTION
+from .toy.train_options import add_arguments as add_training_arguments
 
 EXIT_BAD_INPUT = 2
+# options that are shorthands for a DragConfig setting: argparse dest -> setting
+EDIT_OPTIONS = {"seed": "seed", "lora_steps": "lora_steps", "drag_steps": "max_drag_steps"}
+FEATURES_OPTIONS = {"lora_steps": "lora_steps"}
+COMMON_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,27 +56,33 @@ def _progress_printer():
 
 
 def edit(args) -> int:
-    from .editor import DragEditor, DragRequest
-    from .image_input import load_image, load_mask, normalise_points
+    # Check everything the user typed before the (slow) model load, LoRA and drag.
+    changes = settings_changes(args, EDIT_OPTIONS)
+    out = Path(args.out or f"{Path(args.image).stem}_dragged.png")
+    check_output_file(out, "--out", image=True)
+    if args.report:
+        check_output_file(Path(args.report), "--report")
+        if Path(args.report).resolve() == out.resolve():
+            raise InputError(f"--report {args.report} is the edited image's own path (--out); give another file")
 
-    # Check everything the user typed before the (slow) model load.
+    from .editor import DragEditor, DragRequest
+    from .image_input import load_image, load_mask, normalise_points, validate_prompt
+
+    validate_prompt(args.prompt)
     picture = load_image(args.image)
     pairs = normalise_points(args.points, *picture.size)
     mask = load_mask(args.mask, *picture.size)
+    if mask is not None:  # a drawn mask keeps the original outside it, unless `--set keep_outside_mask=false`
+        changes.setdefault("keep_outside_mask", True)
     editor = DragEditor(args.model, vae=args.vae, device=args.device)
-    changes = {"seed": args.seed} if args.seed is not None else {}
-    if args.lora_steps is not None:
-        changes["lora_steps"] = args.lora_steps
-    if args.drag_steps is not None:
-        changes["max_drag_steps"] = args.drag_steps
-    config = editor.config.replace(**changes, **parse_settings(args.set))
+    # The model's recommended settings are known now; the user's changes go on top of them.
+    config = editor.config.replace(**changes)
     show, bars = _progress_printer()
     try:
         result = editor.run(DragRequest(picture, pairs, mask, args.prompt, config), progress=show)
     finally:
         for bar in bars.values():
             bar.close()
-    out = Path(args.out or f"{Path(args.image).stem}_dragged.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     result.image.save(out)
     print(f"wrote {out} ({result.image.width}x{result.image.height}); handles ended at "
@@ -83,28 +97,70 @@ def edit(args) -> int:
     return 0
 
 
-def parse_settings(assignments: List[str]) -> dict:
-    """`--set key=value` pairs -> DragConfig changes (values parsed as JSON when they can be)."""
-    changes = {}
-    for assignment in assignments or []:
-        key, separator, value = assignment.partition("=")
-        if not separator:
-            raise ValueError(f"--set expects key=value, got {assignment!r}")
+def settings_changes(args, options: Dict[str, str]) -> dict:
+    """DragConfig changes from shorthand `options` (argparse dest -> setting) and `--set KEY=VALUE`,
+    each read and checked by the setting's type and range; a setting given twice is an error."""
+    changes, spelled = {}, {}
+
+    def add(name, given, check, value):
         try:
-            changes[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[key.strip()] = value
+            checked = check(name, value)
+        except InputError as error:
+            raise InputError(f"{given}: {error}") from None
+        if name in changes:
+            raise InputError(f"{name} is given twice ({spelled[name]} and {given}); give it once")
+        changes[name], spelled[name] = checked, given
+
+    for dest, name in options.items():
+        value = getattr(args, dest)
+        if value is not None:
+            add(name, f"--{dest.replace('_', '-')} {value}", check_setting, value)
+    for assignment in args.set or []:
+        key, separator, text = assignment.partition("=")
+        if not separator:
+            raise InputError(f"--set expects KEY=VALUE, got {assignment!r}")
+        add(key.strip(), f"--set {assignment}", parse_setting, text)
     return changes
 
 
+def check_output_file(path: Path, option: str, image: bool = False) -> None:
+    """Fail now, not after the edit, when `path` cannot be written (as an image, with `image`)."""
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name" + (f" such as {path / 'edited.png'}" if image else ""))
+    if image:
+        from PIL import Image
+
+        writable = {ext for ext, format in Image.registered_extensions().items() if format in Image.SAVE}
+        if path.suffix.lower() not in writable:
+            raise InputError(f"{option} {path}: Pillow cannot write {path.suffix or 'a file without extension'!r}; "
+                             f"use one of {', '.join(e for e in COMMON_IMAGE_EXTENSIONS if e in writable)}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{option} {path}: no permission to overwrite this file")
+    check_output_folder(path.parent, f"{option} {path}")
+
+
+def check_output_folder(folder: Path, option: str) -> None:
+    """The folder exists and can be written to, or can be created."""
+    existing = folder
+    while not existing.exists():          # folders that will be created: their first existing ancestor decides
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option}: cannot create the folder {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option}: no permission to write in the folder {existing}")
+
+
 def bench_shapes(args) -> int:
+    changes = settings_changes(args, {})
+    out = Path(args.out)
+    check_output_folder(out, f"--out {out}")
+
     from .editor import DragEditor
     from .toy.shapes_bench import format_table, make_cases, run_bench
 
     editor = DragEditor(args.model, device=args.device)
-    config = editor.config.replace(**parse_settings(args.set))
+    config = editor.config.replace(**changes)
     cases = make_cases(args.cases, seed=args.seed)
-    out = Path(args.out)
 
     def on_case(done, total, row):
         print(f"[{done}/{total}] {row['name']}: relative distance {row['relative_distance']:.2f}, "
@@ -120,23 +176,37 @@ def bench_shapes(args) -> int:
 def train_toy(args) -> int:
     from .toy import train
 
-    train.main(args.train_args)
+    train.run(args)
+    return 0
+
+
+def cache(args) -> int:
+    """`dragwidget cache info|clear`: the LoRA disk cache's size, or empty it."""
+    from . import lora_cache
+
+    removed = lora_cache.clear_cache(args.folder) if args.action == "clear" else None
+    info = lora_cache.cache_info(args.folder)
+    limit = "no limit" if info["max_bytes"] is None else f"limit {info['max_bytes'] / 1e6:.0f} MB"
+    if removed is not None:
+        print(f"removed {removed} cached LoRA adapter(s) from {info['folder']}")
+    print(f"LoRA cache {info['folder']}: {info['entries']} entries, {info['bytes'] / 1e6:.1f} MB ({limit})")
     return 0
 
 
 def features(args) -> int:
     """`dragwidget features IMAGE`: PCA of decoder-block features across inversion steps, as a PNG."""
+    # Check the input before the (slow) model load.
+    changes = settings_changes(args, FEATURES_OPTIONS)
+    steps, blocks = _int_list(args.steps, "--steps"), _int_list(args.blocks, "--blocks")
+    check_output_file(Path(args.out), "--out")
+
     from .editor import DragEditor
     from .feature_maps import FeatureRequest, figure_png
     from .image_input import load_image
 
-    picture = load_image(args.image)  # check the input before the (slow) model load
+    picture = load_image(args.image)
     edited = load_image(args.edited) if args.edited else None
-    steps, blocks = _int_list(args.steps, "--steps"), _int_list(args.blocks, "--blocks")
     editor = DragEditor(args.model, device=args.device)
-    changes = parse_settings(args.set)
-    if args.lora_steps is not None:
-        changes["lora_steps"] = args.lora_steps
     config = editor.config.replace(**changes)
     show, bars = _progress_printer()
     try:
@@ -161,6 +231,20 @@ def _int_list(text: Optional[str], option: str) -> Optional[List[int]]:
         return [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
         raise ValueError(f"{option} expects comma-separated integers such as 1,2,3, got {text!r}") from None
+
+
+def whole_number(low: int):
+    """argparse type: an integer >= `low`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,11 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser = commands.add_parser("bench", help="benchmarks with ground truth")
     suites = bench_parser.add_subparsers(dest="suite", required=True, parser_class=_Parser)
     shapes_parser = suites.add_parser("shapes", help="ShapesBench: drags of generated shapes, scored against ground truth")
-    shapes_parser.add_argument("--cases", type=int, default=50)
-    shapes_parser.add_argument("--seed", type=int, default=0)
-    shapes_parser.add_argument("--model", default="toy")
-    shapes_parser.add_argument("--device")
-    shapes_parser.add_argument("--out", default="shapesbench")
+    shapes_parser.add_argument("--cases", type=whole_number(1), default=50, help="number of drag cases (default 50)")
+    shapes_parser.add_argument("--seed", type=whole_number(0), default=0,
+                               help="seed of the generated cases: the same seed gives the same cases (default 0)")
+    shapes_parser.add_argument("--model", default="toy",
+                               help="model to edit with (default toy, the embedded model trained on these shapes)")
+    shapes_parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    shapes_parser.add_argument("--out", default="shapesbench",
+                               help="folder for metrics.json and contact_sheet.png (default shapesbench)")
     shapes_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                                help="change a DragConfig setting, e.g. --set lora_steps=0 (repeatable)")
     shapes_parser.set_defaults(run=bench_shapes)
@@ -207,16 +294,26 @@ def build_parser() -> argparse.ArgumentParser:
     features_parser.add_argument("--blocks", help="decoder block indices, e.g. 1,2,3 (the drag reads feature_block, 2)")
     features_parser.add_argument("--steps", help="inversion-step counts out of the DDIM steps, e.g. 10,20,30,35,40 "
                                                  "(35 of 50 = the drag's t=681); default 20/40/60/70/80 %% of them")
-    features_parser.add_argument("--size", type=int, default=64, help="longest side of the feature grid (default 64)")
+    features_parser.add_argument("--size", type=whole_number(1), default=64,
+                                 help="longest side of the feature grid (default 64)")
     features_parser.add_argument("--lora-steps", type=int, help="LoRA fine-tuning steps (0 = no LoRA)")
     features_parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a DragConfig setting (repeatable)")
     features_parser.add_argument("--out", default="features_pca.png", help="where to write the figure (PNG)")
     features_parser.set_defaults(run=features)
 
     train_parser = commands.add_parser("train-toy", help="train the embedded toy model (about 25 min on 2 CPU cores)",
-                                       add_help=False)
-    train_parser.add_argument("train_args", nargs=argparse.REMAINDER)
+                                       description=TRAIN_DESCRIPTION)
+    add_training_arguments(train_parser)
     train_parser.set_defaults(run=train_toy)
+
+    cache_parser = commands.add_parser("cache", help="the disk cache of fine-tuned LoRA adapters: its size, or empty it")
+    actions = cache_parser.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for action, text in (("info", "show the cache's folder, entries, size and size limit"),
+                         ("clear", "delete every cached LoRA adapter")):
+        action_parser = actions.add_parser(action, help=text, description=text)
+        action_parser.add_argument("--folder", help="the cache folder (default: $DRAGWIDGET_CACHE, else "
+                                                    "$XDG_CACHE_HOME/dragwidget or ~/.cache/dragwidget)")
+    cache_parser.set_defaults(run=cache)
     return parser
 
 

@@ -7,51 +7,47 @@
 
 `DragEditor.run(DragRequest(...))` is the one narrow entry point used by the widget and the CLI:
 it keeps prepared images in memory, so repeated drags of the same image reuse LoRA and inversion.
+`DragEditor.plan(request)` says beforehand whether a LoRA will be trained and how long it should take.
+
+An editor, and several editors sharing one model, may be used from several threads: the runs take
+turns on the model (its `lock`), and a run that has to wait says so with a "waiting" progress event.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import hashlib
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import lora_finetuning
+from . import lora_cache, lora_finetuning
+from .compositing import keep_original_outside_mask
 from .config import DEFAULT_MODEL, DragConfig
+from .cpu_threads import requested_threads, use_cpu_threads
 from .ddim_inversion import ddim_scheduler, drag_timestep_index, invert
 from .denoise_decode import decode, denoise
 from .encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image
-from .errors import DragCancelled, InputError
+from .errors import InputError
+from .feature_maps import extract_feature_maps
 from .generation import generate
-from .image_input import ImageLike, PointPair, load_image, load_mask, normalise_points, working_size
+from .image_input import (ImageLike, PointPair, check_drag_lengths, feature_grid_size, load_image, load_mask,
+                          normalise_points, to_feature_grid, working_size)
 from .latent_optimization import optimize_latent
 from .loading import DiffusionModel, load_model
+from .progress import XY, CancelCheck, Progress, ProgressCallback, ProgressReporter
+from .run_plan import RunPlan, StageRates, rate_key
 
-XY = Tuple[float, float]
-
-
-@dataclass
-class Progress:
-    """One progress report. `stage` is one of lora, inversion, generate, drag, denoise, decode."""
-
-    stage: str
-    step: int
-    total: int
-    message: str = ""
-    handles: Optional[List[XY]] = None          # drag stage: current handles, input-image pixels
-    preview: Optional[Image.Image] = None       # drag stage: predicted clean image, when asked for
-    cached: bool = False                        # the stage's result came from a cache
-
-
-ProgressCallback = Callable[[Progress], None]
-CancelCheck = Callable[[], bool]
+WAIT_POLL_SECONDS = 0.1  # how often a run waiting for the model looks at its cancel check
 
 
 @dataclass
@@ -73,6 +69,7 @@ class PreparedImage:
     timings: Dict[str, float] = field(default_factory=dict)
     inverted: Dict[Tuple[int, int], torch.Tensor] = field(default_factory=dict)
     dragged: bool = False
+    feature_cache: dict = field(default_factory=dict, repr=False)  # feature_maps: the original's features
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -92,6 +89,7 @@ class DragResult:
     config: DragConfig
     mask: Optional[np.ndarray]
     reused: Dict[str, str]             # what came from a cache: {"lora": ..., "inversion": ...}
+    kept_outside_mask: bool = False    # the original's pixels were kept outside the mask (config.keep_outside_mask)
 
     def report(self) -> dict:
         """Everything but the pictures, as JSON-ready data."""
@@ -104,6 +102,7 @@ class DragResult:
             "steps": self.steps,
             "timings": self.timings,
             "reused": self.reused,
+            "kept_outside_mask": self.kept_outside_mask,
             "config": self.config.to_dict(),
         }
 
@@ -120,26 +119,44 @@ class DragRequest:
     prepared: Optional[PreparedImage] = None
 
 
+def _one_run_at_a_time(method):
+    """Run `method` holding the model (`DragEditor.holding_model`), with the call's progress and cancel."""
+    parameters = inspect.signature(method)
+
+    @functools.wraps(method)
+    def holding_the_model(self, *args, **kwargs):
+        given = parameters.bind(self, *args, **kwargs).arguments
+        with self.holding_model(given.get("progress"), given.get("cancel")):
+            return method(self, *args, **kwargs)
+
+    return holding_the_model
+
+
 class DragEditor:
     def __init__(self, model=DEFAULT_MODEL, *, vae: Optional[str] = None, device=None, dtype=None,
-                 config: Optional[DragConfig] = None, cache_dir=None, keep_prepared: int = 4):
+                 config: Optional[DragConfig] = None, cache_dir=None, keep_prepared: int = 4, cpu_threads=None,
+                 cache_max_bytes=None):
+        requested_threads(cpu_threads)  # a bad thread count (argument or environment) fails before the model loads
+        self.cpu_threads = cpu_threads  # None: DRAGWIDGET_CPU_THREADS or the engine's choice per call
         self.model: DiffusionModel = model if isinstance(model, DiffusionModel) else load_model(
             model, vae=vae, device=device, dtype=dtype)
         # An embedded model may ship settings measured for it; Stable Diffusion keeps the reference ones.
         self.config = config or DragConfig.from_dict(self.model.recommended_settings)
-        self.cache_dir = Path(cache_dir) if cache_dir else lora_finetuning.default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else lora_cache.default_cache_dir()
+        self.cache_max_bytes = lora_cache.max_cache_bytes(cache_max_bytes)  # bad value: fails before any work
         self._prepared = collections.OrderedDict()
         self._keep_prepared = keep_prepared
+        self._rates = StageRates.in_folder(self.cache_dir)
 
     # ---------------------------------------------------------------- preparation
+    @_one_run_at_a_time
     def prepare(self, image: ImageLike, prompt: str = "", *, config: Optional[DragConfig] = None,
                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> PreparedImage:
         """Fine-tune the identity LoRA (or take it from the disk cache) and invert the image."""
         config = config or self.config
-        report = _Reporter(progress, cancel)
+        report = ProgressReporter(progress, cancel)
         picture = load_image(image)
-        width, height = working_size(*picture.size, config.working_width or self.model.native_width,
-                                     self.model.vae_scale_factor)
+        width, height = self._working_size(picture.size, config)
         working = picture.resize((width, height), Image.BILINEAR)
         pixels = image_to_tensor(working, self.model.device)
         text_embedding = encode_prompt(self.model, prompt)
@@ -148,35 +165,40 @@ class DragEditor:
         started = time.perf_counter()
         weights, source = None, "none"
         if config.lora_steps > 0:
-            key = lora_finetuning.lora_cache_key(self.model, np.asarray(working), prompt, config)
-            path = self.cache_dir / "lora" / f"{key}.safetensors"
-            if path.is_file():
-                weights, source = lora_finetuning.load_lora(path), "disk cache"
+            path = self._lora_cache_path(working, prompt, config)
+            weights = lora_cache.load_lora(path, self.model, config,
+                                           lora_finetuning.expected_lora_shapes(self.model.unet, config))
+            if weights is not None:
+                source = "disk cache"
                 report(Progress("lora", config.lora_steps, config.lora_steps, "LoRA loaded from cache", cached=True))
             else:
                 self._installed_lora = None  # training replaces the UNet's adapter (and removes it if cancelled)
                 weights = lora_finetuning.train_identity_lora(
                     self.model, pixels, text_embedding, config,
                     on_step=lambda step, total, loss: report(Progress("lora", step, total, f"loss {loss:.4f}")))
-                lora_finetuning.save_lora(weights, path, config)
+                lora_cache.save_lora(weights, path, self.model, config, self.cache_max_bytes)
                 source = "trained"
         timings["lora"] = time.perf_counter() - started
+        if source == "trained":
+            self._rates.record(rate_key(self.model, (width, height), config.lora_batch_size), "lora",
+                               timings["lora"], config.lora_steps)
 
         prepared = PreparedImage(
             image=picture, prompt=prompt, config=config, working_size=(width, height), pixels=pixels,
             text_embedding=text_embedding, uncond_embedding=encode_prompt(self.model, ""),
             lora_weights=weights, lora_source=source, clean_latent=encode_image(self.model, pixels),
             guidance_scale=config.guidance_scale, timings=timings)
-        self._install_lora(prepared)  # the just-trained LoRA is already in place; this records it
+        self.use_prepared(prepared)  # the just-trained LoRA is already in place; this records it
         self._inverted_latent(prepared, config, report)
         return prepared
 
+    @_one_run_at_a_time
     def generate(self, prompt: str, *, seed: Optional[int] = None, width: Optional[int] = None,
                  height: Optional[int] = None, config: Optional[DragConfig] = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> PreparedImage:
         """Generated-image mode: a new image from `prompt`, ready to drag (no LoRA, no inversion)."""
         config = config or self.config
-        report = _Reporter(progress, cancel)
+        report = ProgressReporter(progress, cancel)
         width = width or self.model.native_width
         width, height = working_size(width, height or width, width, self.model.vae_scale_factor)
         lora_finetuning.install_lora(self.model.unet, None, config)
@@ -194,27 +216,28 @@ class DragEditor:
         return prepared
 
     # ---------------------------------------------------------------- the drag
+    @_one_run_at_a_time
     def drag(self, prepared: PreparedImage, points, mask=None, *, config: Optional[DragConfig] = None,
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> DragResult:
         """Drag the handles of `points` to their targets. `config` may change the drag settings;
         LoRA settings are those the image was prepared with."""
         config = config or prepared.config
-        report = _Reporter(progress, cancel)
+        report = ProgressReporter(progress, cancel)
         in_width, in_height = prepared.size
         pairs = normalise_points(points, in_width, in_height)
         editable = load_mask(mask, in_width, in_height)
-        work_width, work_height = prepared.working_size
-        grid = (max(1, round(work_height * config.feature_scale)), max(1, round(work_width * config.feature_scale)))
+        grid = feature_grid_size(prepared.working_size, config)
+        check_drag_lengths(pairs, prepared.size, grid, config)
         to_grid = torch.tensor([grid[1] / in_width, grid[0] / in_height], device=self.model.device)
-        handles = [(torch.tensor(p.handle, device=self.model.device) * to_grid).round() for p in pairs]
-        targets = [(torch.tensor(p.target, device=self.model.device) * to_grid).round() for p in pairs]
+        handles = [torch.tensor(to_feature_grid(p.handle, prepared.size, grid), device=self.model.device) for p in pairs]
+        targets = [torch.tensor(to_feature_grid(p.target, prepared.size, grid), device=self.model.device) for p in pairs]
         to_input = lambda xy: (round(float(xy[0]) / float(to_grid[0]), 2), round(float(xy[1]) / float(to_grid[1]), 2))
 
         # The first drag of a prepared image accounts for its preparation; later ones reuse it.
         first_drag = not prepared.dragged
         prepared.dragged = True
         timings = {"lora": prepared.timings.get("lora", 0.0) if first_drag else 0.0}
-        self._install_lora(prepared)
+        self.use_prepared(prepared)
         started = time.perf_counter()
         latent, inversion_cached = self._inverted_latent(prepared, config, report)
         if first_drag and inversion_cached:
@@ -247,16 +270,22 @@ class DragEditor:
             on_step=on_drag_step)
         timings["optimisation"] = time.perf_counter() - started
         timings["optimisation_steps_per_second"] = outcome.steps / timings["optimisation"] if timings["optimisation"] else 0.0
+        self._record_rate(prepared, "drag", timings["optimisation"], outcome.steps)
 
         started = time.perf_counter()
         edited = denoise(self.model, scheduler, start_index, latent, outcome.latent, prepared.text_embedding, config,
                          guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
                          on_step=lambda step, total: report(Progress("denoise", step, total)))
         timings["denoise"] = time.perf_counter() - started
+        self._record_rate(prepared, "denoise", timings["denoise"], config.inversion_steps)
         report.check()
         started = time.perf_counter()
         picture = tensor_to_image(decode(self.model, edited)).resize(prepared.size, Image.LANCZOS)
+        kept_outside_mask = config.keep_outside_mask and editable is not None
+        if kept_outside_mask:
+            picture = keep_original_outside_mask(prepared.image, picture, editable)
         timings["decode"] = time.perf_counter() - started
+        self._record_rate(prepared, "decode", timings["decode"], 1)
         report(Progress("decode", 1, 1))
         return DragResult(
             image=picture, original=prepared.image, pairs=pairs,
@@ -264,8 +293,10 @@ class DragEditor:
             trajectory=[[to_input(h) for h in step] for step in outcome.trajectory],
             reached=outcome.reached, steps=outcome.steps, timings=timings, config=config, mask=editable,
             reused={"lora": prepared.lora_source if first_drag else "memory",
-                    "inversion": "generation" if prepared.generated else "memory" if inversion_cached else "computed"})
+                    "inversion": "generation" if prepared.generated else "memory" if inversion_cached else "computed"},
+            kept_outside_mask=kept_outside_mask)
 
+    @_one_run_at_a_time
     def run(self, request: DragRequest, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelCheck] = None) -> DragResult:
         """Prepare (or reuse) the request's image, then drag it. Points and mask are checked first,
@@ -276,30 +307,101 @@ class DragEditor:
             if request.image is None:
                 raise InputError("a request needs an image (or an already prepared image)")
             picture = load_image(request.image)
-            normalise_points(request.points, *picture.size)
-            key = _prepared_key(picture, request.prompt, config)
-            prepared = self._prepared.get(key)
+            pairs = normalise_points(request.points, *picture.size)
+            check_drag_lengths(pairs, picture.size, feature_grid_size(self._working_size(picture.size, config), config),
+                               config)
+            prepared = self.prepared_for(picture, request.prompt, config)
             if prepared is None:
                 prepared = self.prepare(picture, request.prompt, config=config, progress=progress, cancel=cancel)
-                self._prepared[key] = prepared
+                self._prepared[_prepared_key(picture, request.prompt, config)] = prepared
                 while len(self._prepared) > self._keep_prepared:
                     self._prepared.popitem(last=False)
-            else:
-                self._prepared.move_to_end(key)
-                if progress is not None:
-                    progress(Progress("lora", 1, 1, "reusing the prepared image (LoRA and inversion)", cached=True))
+            elif progress is not None:
+                progress(Progress("lora", 1, 1, "reusing the prepared image (LoRA and inversion)", cached=True))
         return self.drag(prepared, request.points, request.mask, config=config, progress=progress, cancel=cancel)
 
+    @_one_run_at_a_time
     def feature_maps(self, request, progress: Optional[ProgressCallback] = None,
                      cancel: Optional[CancelCheck] = None):
         """Decoder-block features of `request.image` (and `request.edited`) along the DDIM inversion,
         PCA-coloured with one basis: a `feature_maps.FeatureRequest` in, a `FeatureMaps` out (its
         `.figure()` is the grid). Reuses the image this editor prepared for a drag, LoRA included."""
-        from .feature_maps import extract_feature_maps
-
         return extract_feature_maps(self, request, progress, cancel)
 
+    def plan(self, request: DragRequest) -> RunPlan:
+        """What `run(request)` will do before its drag (train a LoRA? invert?) and about how long each
+        stage will take, from the per-step times measured in earlier runs with this model, device,
+        working size and LoRA batch (None until each stage that will run has been measured).
+
+        Answers at once, even while another run holds the model: it only looks up, so a front end
+        can ask before queuing a run. The answer is advisory: another run may change it meanwhile."""
+        config = request.config or self.config
+        prepared = request.prepared
+        if prepared is None:
+            if request.image is None:
+                raise InputError("a request needs an image (or an already prepared image)")
+            picture = load_image(request.image)
+            prepared = self._prepared.get(_prepared_key(picture, request.prompt, config))
+        if prepared is not None:
+            size, lora_batch, needs_lora = prepared.working_size, prepared.config.lora_batch_size, False
+            inverts = (config.num_inference_steps, config.inversion_steps) not in prepared.inverted
+        else:
+            size, lora_batch, inverts = self._working_size(picture.size, config), config.lora_batch_size, True
+            working = picture.resize(size, Image.BILINEAR)
+            needs_lora = config.lora_steps > 0 and not self._lora_cache_path(working, request.prompt, config).is_file()
+        steps = {"lora": config.lora_steps if needs_lora else 0, "inversion": config.inversion_steps if inverts else 0,
+                 "drag": config.max_drag_steps, "denoise": config.inversion_steps, "decode": 1}
+        return RunPlan(needs_lora=needs_lora, lora_steps=steps["lora"], steps=steps,
+                       expected_seconds=self._rates.estimate(rate_key(self.model, size, lora_batch), steps))
+
+    # ---------------------------------------------------------------- sharing the model
+    @contextlib.contextmanager
+    def holding_model(self, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None):
+        """Make the model this thread's until the block ends. Every public call that touches the
+        UNet holds it (re-entrantly); hold it yourself around direct UNet use after `use_prepared`.
+        While another thread has it: one "waiting" progress event, then wait, still honouring `cancel`."""
+        lock = self.model.lock
+        if not lock.acquire(blocking=False):
+            report = ProgressReporter(progress, cancel)
+            report(Progress("waiting", 0, 0, "waiting for another run on this model to finish"))
+            while not lock.acquire(timeout=WAIT_POLL_SECONDS):
+                report.check()
+        try:
+            use_cpu_threads(self.model.device, self.cpu_threads)  # chosen per call: other processes come and go
+            yield
+        finally:
+            lock.release()
+
+    @_one_run_at_a_time
+    def prepared_for(self, image: ImageLike, prompt: str = "", config: Optional[DragConfig] = None
+                     ) -> Optional[PreparedImage]:
+        """The image `run` prepared in memory for this picture, prompt and LoRA settings, or None."""
+        key = _prepared_key(load_image(image), prompt, config or self.config)
+        prepared = self._prepared.get(key)
+        if prepared is not None:
+            self._prepared.move_to_end(key)
+        return prepared
+
+    @_one_run_at_a_time
+    def use_prepared(self, prepared: PreparedImage) -> None:
+        """Put the LoRA of `prepared` (or none) into the UNet, so that UNet calls see what its drag sees."""
+        weights = prepared.lora_weights
+        if weights is None or self._installed_lora is not weights:
+            lora_finetuning.install_lora(self.model.unet, weights, prepared.config)
+            self._installed_lora = weights
+
     # ---------------------------------------------------------------- helpers
+    def _lora_cache_path(self, working: Image.Image, prompt: str, config: DragConfig) -> Path:
+        key = lora_cache.lora_cache_key(self.model, np.asarray(working), prompt, config)
+        return lora_cache.entry_path(self.cache_dir, key)
+
+    def _record_rate(self, prepared: PreparedImage, stage: str, seconds: float, steps: int) -> None:
+        key = rate_key(self.model, prepared.working_size, prepared.config.lora_batch_size)
+        self._rates.record(key, stage, seconds, steps)
+
+    def _working_size(self, size: Tuple[int, int], config: DragConfig) -> Tuple[int, int]:
+        return working_size(*size, config.working_width or self.model.native_width, self.model.vae_scale_factor)
+
     @property
     def _installed_lora(self) -> Optional[Dict[str, torch.Tensor]]:
         # The weights now in the UNet. Kept on the UNet, not the editor, so that editors sharing a
@@ -309,12 +411,6 @@ class DragEditor:
     @_installed_lora.setter
     def _installed_lora(self, weights: Optional[Dict[str, torch.Tensor]]) -> None:
         self.model.unet._dragwidget_installed_lora = weights
-
-    def _install_lora(self, prepared: PreparedImage) -> None:
-        weights = prepared.lora_weights
-        if weights is None or self._installed_lora is not weights:
-            lora_finetuning.install_lora(self.model.unet, weights, prepared.config)
-            self._installed_lora = weights
 
     def _inverted_latent(self, prepared: PreparedImage, config: DragConfig, report) -> Tuple[torch.Tensor, bool]:
         key = (config.num_inference_steps, config.inversion_steps)
@@ -327,6 +423,7 @@ class DragEditor:
         latent = invert(self.model, prepared.clean_latent, prepared.text_embedding, config,
                         on_step=lambda step, total: report(Progress("inversion", step, total)))
         prepared.timings["inversion"] = time.perf_counter() - started
+        self._record_rate(prepared, "inversion", prepared.timings["inversion"], config.inversion_steps)
         prepared.inverted[key] = latent
         return latent, False
 
@@ -335,22 +432,6 @@ class DragEditor:
         alpha = scheduler.alphas_cumprod[int(timestep)].to(latent)
         clean = (latent - (1 - alpha).sqrt() * noise) / alpha.sqrt()
         return tensor_to_image(decode(self.model, clean))
-
-
-class _Reporter:
-    """Sends progress and turns a positive cancel check into DragCancelled."""
-
-    def __init__(self, progress: Optional[ProgressCallback], cancel: Optional[CancelCheck]):
-        self.progress, self.cancel = progress, cancel
-
-    def check(self) -> None:
-        if self.cancel is not None and self.cancel():
-            raise DragCancelled("cancelled by the user; the prepared image is unchanged and can be dragged again")
-
-    def __call__(self, event: Progress) -> None:
-        if self.progress is not None:
-            self.progress(event)
-        self.check()
 
 
 def _prepared_key(picture: Image.Image, prompt: str, config: DragConfig) -> str:

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .image_input import validate_prompt
 from .loading import DiffusionModel
 
 
@@ -39,7 +40,7 @@ def decode_latents(model: DiffusionModel, latents: torch.Tensor) -> torch.Tensor
 def encode_prompt(model: DiffusionModel, prompt: str) -> torch.Tensor:
     """Prompt -> 1 x tokens x dim text embedding (float32) for the UNet's cross-attention."""
     tokens = model.tokenizer(
-        [prompt], padding="max_length", max_length=model.tokenizer.model_max_length,
+        [validate_prompt(prompt)], padding="max_length", max_length=model.tokenizer.model_max_length,
         truncation=True, return_tensors="pt",
     ).input_ids.to(model.device)
     return model.text_encoder(tokens)[0].float()

@@ -29,6 +29,7 @@ This module lets anyone look for themselves:
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -42,6 +43,7 @@ from .ddim_inversion import ddim_scheduler, drag_timestep_index, invert
 from .encoding import encode_image, image_to_tensor
 from .errors import InputError
 from .image_input import ImageLike, load_image
+from .progress import Progress, ProgressReporter
 from .unet_features import decoder_block, unet_with_features
 
 # Inversion-step counts shown by default, as fractions of the schedule: 10, 20, 30, 35, 40 of 50.
@@ -268,12 +270,8 @@ def picture_features(model, clean_latent: torch.Tensor, text_embedding: torch.Te
 
 def extract_feature_maps(editor, request: FeatureRequest, progress=None, cancel=None) -> FeatureMaps:
     """The body of `DragEditor.feature_maps`: see the module docstring for the steps."""
-    import time
-
-    from .editor import Progress, _prepared_key, _Reporter
-
     config = request.config or editor.config
-    report = _Reporter(progress, cancel)
+    report = ProgressReporter(progress, cancel)
     model = editor.model
     timings = {}
 
@@ -284,9 +282,8 @@ def extract_feature_maps(editor, request: FeatureRequest, progress=None, cancel=
         if request.image is None:
             raise InputError("a feature request needs an image (or an already prepared image)")
         picture = load_image(request.image)
-        prepared = editor._prepared.get(_prepared_key(picture, request.prompt, config))
-        if prepared is None:
-            prepared = editor.prepare(picture, request.prompt, config=config, progress=progress, cancel=cancel)
+        prepared = editor.prepared_for(picture, request.prompt, config) or editor.prepare(
+            picture, request.prompt, config=config, progress=progress, cancel=cancel)
     timings["prepare"] = time.perf_counter() - started
     steps = check_steps(request.steps, config)
     blocks = check_blocks(request.blocks, model.unet)
@@ -303,10 +300,10 @@ def extract_feature_maps(editor, request: FeatureRequest, progress=None, cancel=
 
     # 2-4. Inversion latents and features of every picture, with the original's LoRA installed.
     #      The original's are kept on the prepared image: after the next drag only the edit is new.
-    editor._install_lora(prepared)
+    editor.use_prepared(prepared)
     per_block = {b: [] for b in blocks}
     passes = max(steps) + len(steps)  # UNet passes per picture: the inversion, then one per step
-    cache = prepared.__dict__.setdefault("_feature_cache", {})
+    cache = prepared.feature_cache
     cache_key = (total, tuple(steps), tuple(blocks), grid)
     started = time.perf_counter()
     for row, picture in enumerate(pictures):

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import functools
 import os
-from dataclasses import dataclass
+import threading
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -19,7 +22,14 @@ from .config import DEFAULT_MODEL
 from .errors import ModelNotFoundError
 
 EMBEDDED_MODELS_DIR = Path(__file__).parent / "models"
+HUB_CHECK_SECONDS = 1.5
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+# torch keeps state that a run depends on global to the process: the RNG that seeds a drag and a
+# LoRA's initialisation, and the meta-device, default-dtype and no-init patches `from_pretrained`
+# applies while it loads (measured: a load during a LoRA training put the LoRA on the meta device).
+# So every model shares this one lock by default, and loading holds it too.
+TORCH_STATE_LOCK = threading.RLock()
 
 
 @dataclass
@@ -29,6 +39,11 @@ class DiffusionModel:
     The UNet is kept in float32 because the latent optimisation and LoRA training take gradients
     through it (the reference does the same and runs it under autocast on CUDA); the VAE and the
     text encoder are stored in `dtype`.
+
+    `lock` is held by everything that touches the UNet: a LoRA adapter, attention processors and
+    hooks are installed on it per run, so two runs at once would corrupt each other. It is
+    re-entrant, so a run may call prepare and drag while holding it, and it is TORCH_STATE_LOCK
+    (shared by all models and by loading) unless you give one.
     """
 
     name: str
@@ -41,6 +56,7 @@ class DiffusionModel:
     dtype: torch.dtype
     fingerprint: str
     recommended_settings: dict
+    lock: "threading.RLock" = field(default=TORCH_STATE_LOCK, repr=False, compare=False)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -125,15 +141,51 @@ def _fingerprint(where: str, is_local: bool, vae: Optional[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _not_found_message(name: str, vae: Optional[str], error: Exception) -> str:
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE, as huggingface_hub read it at import or as set since."""
     from huggingface_hub import constants
 
-    offline = os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
+    return constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_reachable() -> bool:
+    """One short request to the hub (proxies and HF_ENDPOINT honoured), without the client's retries."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_CHECK_SECONDS)
+    except Exception:  # no answer, whatever the cause, means: not reachable now
+        return False
+    return True
+
+
+def _cached_only(repo_id: str, marker: str, model: str, vae: Optional[str]) -> bool:
+    """Whether to read a hub id from the local cache only. Raise ModelNotFoundError at once when it
+    is neither cached nor reachable: the hub client would retry for 42-48 s before failing."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(repo_id, marker), str)
+    except ValueError:  # not a valid hub id; the load below says so
+        cached = False
+    disabled = hub_offline()
+    offline = disabled or not hub_reachable()
+    if offline and not cached:
+        reason = "HF_HUB_OFFLINE is set" if disabled else f"the hub did not answer within {HUB_CHECK_SECONDS} s"
+        raise ModelNotFoundError(_not_found_message(model, vae, f"{repo_id!r} is not in the local cache and {reason}"))
+    return offline
+
+
+def _not_found_message(name: str, vae: Optional[str], reason: str) -> str:
+    from huggingface_hub import constants
+
+    offline = hub_offline()
     embedded = embedded_model_names()
     return (
         f"could not load model {name!r}"
         + (f" with VAE {vae!r}" if vae else "")
-        + f": {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}\n"
+        + f": {reason}\n"
         f"Tried: the Hugging Face hub id {name!r} (hub access {'disabled by HF_HUB_OFFLINE' if offline else 'attempted'}) "
         f"and the local cache at {constants.HF_HUB_CACHE}.\n"
         "To fix: check the spelling of the id; download it once on a machine with network "
@@ -143,6 +195,23 @@ def _not_found_message(name: str, vae: Optional[str], error: Exception) -> str:
     )
 
 
+def _holding_torch_state(load):
+    """Run `load` holding TORCH_STATE_LOCK, so that its patches of torch cannot reach a run."""
+    @functools.wraps(load)
+    def holding(*args, **kwargs):
+        if not TORCH_STATE_LOCK.acquire(blocking=False):
+            warnings.warn("waiting for the run in progress to finish before loading a model: "
+                          "loading meanwhile would change that run's result", stacklevel=2)
+            TORCH_STATE_LOCK.acquire()
+        try:
+            return load(*args, **kwargs)
+        finally:
+            TORCH_STATE_LOCK.release()
+
+    return holding
+
+
+@_holding_torch_state
 def load_model(
     model: Union[str, os.PathLike] = DEFAULT_MODEL,
     *,
@@ -159,25 +228,29 @@ def load_model(
     from transformers import CLIPTextModel, CLIPTokenizer
 
     where, is_local = resolve_model(model)
+    local_only = is_local or _cached_only(where, "model_index.json", os.fspath(model), vae)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     try:
         unet = UNet2DConditionModel.from_pretrained(
-            where, subfolder="unet", use_safetensors=True, torch_dtype=torch.float32)
+            where, subfolder="unet", use_safetensors=True, torch_dtype=torch.float32, local_files_only=local_only)
         if vae is None:
             autoencoder = AutoencoderKL.from_pretrained(
-                where, subfolder="vae", use_safetensors=True, torch_dtype=dtype)
+                where, subfolder="vae", use_safetensors=True, torch_dtype=dtype, local_files_only=local_only)
         else:
-            vae_where, _ = resolve_model(vae)
-            autoencoder = AutoencoderKL.from_pretrained(vae_where, use_safetensors=True, torch_dtype=dtype)
+            vae_where, vae_is_local = resolve_model(vae)
+            autoencoder = AutoencoderKL.from_pretrained(
+                vae_where, use_safetensors=True, torch_dtype=dtype,
+                local_files_only=vae_is_local or _cached_only(vae_where, "config.json", os.fspath(model), vae))
         text_encoder = CLIPTextModel.from_pretrained(
-            where, subfolder="text_encoder", use_safetensors=True).to(dtype)
-        tokenizer = CLIPTokenizer.from_pretrained(where, subfolder="tokenizer")
-        scheduler_config = dict(DDIMScheduler.load_config(where, subfolder="scheduler"))
+            where, subfolder="text_encoder", use_safetensors=True, local_files_only=local_only).to(dtype)
+        tokenizer = CLIPTokenizer.from_pretrained(where, subfolder="tokenizer", local_files_only=local_only)
+        scheduler_config = dict(DDIMScheduler.load_config(where, subfolder="scheduler", local_files_only=local_only))
     except ModelNotFoundError:
         raise
     except (OSError, ValueError) as error:
-        raise ModelNotFoundError(_not_found_message(os.fspath(model), vae, error)) from error
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        raise ModelNotFoundError(_not_found_message(os.fspath(model), vae, reason)) from error
 
     recommended = {}
     settings_file = Path(where, "dragwidget_settings.json") if is_local else None

@@ -16,7 +16,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..tiny_model import SCHEDULER_CONFIG, create_components, save_model_folder, write_tokenizer
 from .shapes import IMAGE_SIZE, caption_vocabulary, random_scene, render
+from .train_options import DESCRIPTION, TrainSettings, add_arguments, settings_from_args
 
 CAPTION_TOKENS = 32
 
@@ -43,23 +44,6 @@ VAE_CONFIG = dict(
 )
 TEXT_CONFIG = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2,
                    max_position_embeddings=CAPTION_TOKENS)
-
-
-@dataclass
-class TrainSettings:
-    seed: int = 0
-    vae_steps: int = 2000
-    vae_batch: int = 32
-    vae_crop: int = 32
-    vae_lr: float = 1e-3
-    vae_kl_weight: float = 1e-6
-    pool_size: int = 16000
-    unet_steps: int = 2000
-    unet_batch: int = 32
-    unet_lr: float = 1e-3
-    caption_dropout: float = 0.1
-    ema_decay: float = 0.999
-    checkpoint_every: int = 250
 
 
 def scene_batch(seed: int, count: int):
@@ -240,18 +224,14 @@ def train(out: Path, checkpoint_dir: Path, settings: TrainSettings, device: str 
     return out
 
 
+def run(args: argparse.Namespace) -> Path:
+    """Train with parsed options (those of `train_options.add_arguments`)."""
+    return train(args.out, args.checkpoint, settings_from_args(args), args.device)
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="dragwidget train-toy", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "toy")
-    parser.add_argument("--checkpoint", type=Path, default=Path("toy-checkpoint"),
-                        help="folder for resumable checkpoints (rerun the same command to resume)")
-    parser.add_argument("--device", default="cpu", help="cpu (the measured hour) or cuda")
-    defaults = TrainSettings()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    args = parser.parse_args(argv)
-    settings = TrainSettings(**{name: getattr(args, name) for name in asdict(defaults)})
-    train(args.out, args.checkpoint, settings, args.device)
+    run(add_arguments(argparse.ArgumentParser(prog="python -m dragwidget.toy.train", description=DESCRIPTION))
+        .parse_args(argv))
 
 
 if __name__ == "__main__":

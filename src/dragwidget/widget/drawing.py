@@ -18,7 +18,13 @@ HANDLE_COLOR = "#e0202a"
 TARGET_COLOR = "#1f5bff"
 ARROW_COLOR = "#ffffff"
 OUTLINE_COLOR = "#101010"
-MASK_RGBA = (255, 170, 0, 110)
+# The mask overlay: diagonal hatching and an outline in chartreuse, a colour no ShapesBench object
+# or background has, so the overlay cannot be mistaken for an object of the scene.
+MASK_RGB = (170, 255, 0)
+MASK_HATCH_ALPHA = 150
+MASK_HATCH_PERIOD = 8      # display pixels between stripes
+MASK_HATCH_WIDTH = 3       # display pixels of each stripe
+MASK_OUTLINE_WIDTH = 2     # display pixels
 HANDLE_RGB = (224, 32, 42)
 TARGET_RGB = (31, 91, 255)
 
@@ -41,6 +47,20 @@ def marker_radius(scale: float) -> float:
     return float(min(9.0, max(5.0, 3.0 + 0.6 * scale)))
 
 
+def pair_at(points: List[dict], xy_display: Sequence[float], scale: float) -> Optional[int]:
+    """Index of the pair whose handle or target marker is nearest to display point `xy_display`,
+    within twice the marker radius (a click "on or near" it), or None."""
+    reach = 2 * marker_radius(scale)
+    best, nearest = None, reach
+    for index, pair in enumerate(points):
+        for role in ("handle", "target"):
+            u, v = to_display(pair[role], scale)
+            distance = math.hypot(u - xy_display[0], v - xy_display[1])
+            if distance <= nearest:
+                best, nearest = index, distance
+    return best
+
+
 # ---------------------------------------------------------------------- rasters
 def resized(image: Image.Image, size: Tuple[int, int]) -> Image.Image:
     if image.size == size:
@@ -55,15 +75,34 @@ def display_rgba(image: Image.Image, size: Tuple[int, int]) -> np.ndarray:
 
 
 def overlay_rgba(mask: np.ndarray, scale: float, box: Tuple[int, int, int, int]) -> np.ndarray:
-    """The translucent mask overlay for display box (u0, v0, u1, v1), end-exclusive."""
+    """The mask overlay for display box (u0, v0, u1, v1), end-exclusive: diagonal stripes inside
+    the mask and an opaque outline along its edge (both in absolute display pixels, so boxes drawn
+    separately join up)."""
+    u0, v0, u1, v1 = box
+    pad = MASK_OUTLINE_WIDTH
+    inside = _display_mask(mask, scale, (u0 - pad, v0 - pad, u1 + pad, v1 + pad))
+    interior = inside.copy()
+    rows, cols = inside.shape
+    for dv in range(-pad, pad + 1):      # erosion by a square: pixels that far from the outside
+        for du in range(-pad, pad + 1):
+            interior[pad:rows - pad, pad:cols - pad] &= inside[pad + dv:rows - pad + dv, pad + du:cols - pad + du]
+    inside, interior = inside[pad:rows - pad, pad:cols - pad], interior[pad:rows - pad, pad:cols - pad]
+    u, v = np.meshgrid(np.arange(u0, u1), np.arange(v0, v1))
+    stripes = (u + v) % MASK_HATCH_PERIOD < MASK_HATCH_WIDTH
+    out = np.zeros(inside.shape + (4,), np.uint8)
+    out[inside & stripes] = (*MASK_RGB, MASK_HATCH_ALPHA)
+    out[inside & ~interior] = (*MASK_RGB, 255)
+    return out
+
+
+def _display_mask(mask: np.ndarray, scale: float, box: Tuple[int, int, int, int]) -> np.ndarray:
+    """The mask sampled at the display pixels of `box`; False beyond the image."""
     u0, v0, u1, v1 = box
     height, width = mask.shape
-    ix = np.clip(((np.arange(u0, u1) + 0.5) / scale).astype(int), 0, width - 1)
-    iy = np.clip(((np.arange(v0, v1) + 0.5) / scale).astype(int), 0, height - 1)
-    inside = mask[iy[:, None], ix[None, :]]
-    out = np.zeros(inside.shape + (4,), np.uint8)
-    out[inside] = MASK_RGBA
-    return out
+    ix = np.floor((np.arange(u0, u1) + 0.5) / scale).astype(int)
+    iy = np.floor((np.arange(v0, v1) + 0.5) / scale).astype(int)
+    valid = (iy[:, None] >= 0) & (iy[:, None] < height) & (ix[None, :] >= 0) & (ix[None, :] < width)
+    return mask[np.clip(iy, 0, height - 1)[:, None], np.clip(ix, 0, width - 1)[None, :]] & valid
 
 
 def display_box(box: Tuple[int, int, int, int], scale: float, size: Tuple[int, int]) -> Tuple[int, int, int, int]:

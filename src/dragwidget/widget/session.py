@@ -118,36 +118,98 @@ def save_session(folder, image: Image.Image, prompt: str = "", points=(), mask=N
 
 
 def load_session(folder) -> Session:
-    """Read a session folder written by save_session, or a DragBench sample (pickle only)."""
+    """Read a session folder written by save_session, or a DragBench sample (pickle only).
+
+    Only files inside the folder are read (names in meta_data.json and symbolic links that lead
+    elsewhere are refused, without saying whether what they name exists), and every field is
+    checked: a wrong type is an InputError naming the field."""
     folder = Path(folder).expanduser()
-    image_path = folder / "original_image.png"
     if not folder.is_dir():
         raise InputError(f"session folder not found: {folder}")
+    root = folder.resolve()
+    image_path = _inside(root, "original_image.png", "original_image.png")
     if not image_path.is_file():
         raise InputError(f"{folder} has no original_image.png: not a session / DragBench sample folder")
     image = load_image(image_path)
     width, height = image.size
-    json_path, pickle_path = folder / "meta_data.json", folder / "meta_data.pkl"
+    json_path = _inside(root, "meta_data.json", "meta_data.json")
+    pickle_path = _inside(root, "meta_data.pkl", "meta_data.pkl")
     if json_path.is_file():
         try:
             meta = json.loads(json_path.read_text())
         except ValueError as error:
             raise InputError(f"{json_path} is not valid JSON ({error})") from error
+        source = "meta_data.json"
+        _expect(meta, dict, source, "the file", "an object {\"prompt\": ..., \"points\": ..., \"mask\": ...}")
         mask_name = meta.get("mask")
-        mask = load_mask(folder / mask_name, width, height) if mask_name else None
+        _expect(mask_name, (str, type(None)), source, "mask", "the name of a mask image in the session folder")
+        mask = None
+        if mask_name:
+            mask_path = _inside(root, mask_name, f"{source}: mask")
+            if not mask_path.is_file():
+                raise InputError(f"{source}: the mask file {mask_name!r} is not in the session folder")
+            mask = load_mask(mask_path, width, height)
         points = meta.get("pairs") or meta.get("points") or []
         parameters = meta.get("parameters") or {}
+        _expect(parameters, dict, source, "parameters", "an object of widget parameters")
     elif pickle_path.is_file():
         meta = safe_load_pickle(pickle_path.read_bytes())
-        if not isinstance(meta, dict):
-            raise InputError(f"{pickle_path} holds a {type(meta).__name__}, expected a dict with prompt, points, mask")
-        raw_mask = meta.get("mask")
-        mask = load_mask(np.asarray(raw_mask), width, height) if raw_mask is not None else None
-        points = [[float(v) for v in xy] for xy in (meta.get("points") or [])]
+        source = "meta_data.pkl"
+        _expect(meta, dict, source, "the file", "a dict with prompt, points, mask")
+        mask = _mask_array(meta.get("mask"), width, height, source)
+        points = meta.get("points")
+        points = [] if points is None else points
         parameters = {}
     else:
         raise InputError(f"{folder} has neither meta_data.json nor meta_data.pkl")
-    pairs = [p.to_dict() for p in normalise_points(points, width, height)] if len(points) else []
-    return Session(image=image, prompt=str(meta.get("prompt") or ""),
-                   points=[pair_dict(p["handle"], p["target"]) for p in pairs],
+    prompt = meta.get("prompt")
+    _expect(prompt, (str, type(None)), source, "prompt", "text")
+    return Session(image=image, prompt=prompt or "", points=_pairs(points, width, height, source),
                    mask=mask, parameters=dict(parameters))
+
+
+def _inside(root: Path, name: str, role: str) -> Path:
+    """`root / name` resolved (links followed), refused unless it stays inside `root`. The error is
+    the same whether or not the path exists, so a session cannot be used to probe the disk."""
+    resolved = (root / name).resolve()
+    if resolved != root and root in resolved.parents:
+        return resolved
+    raise InputError(f"{role}: {name!r} leads outside the session folder and was not read "
+                     "(only files inside the folder are read, e.g. \"mask\": \"mask.png\")")
+
+
+def _expect(value, kinds, source: str, field: str, wanted: str) -> None:
+    if not isinstance(value, kinds):
+        raise InputError(f"{source}: {field} must be {wanted}, got {type(value).__name__} {_short(value)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _pairs(points, width: int, height: int, source: str) -> List[dict]:
+    """Handle/target pairs from a session's points (pairs or the flat DragBench list)."""
+    if isinstance(points, np.ndarray):
+        points = points.tolist()
+    _expect(points, (list, tuple), source, "points",
+            'a list of {"handle": [x, y], "target": [x, y]} pairs or of [x, y] points alternating handle, target')
+    if not points:
+        return []
+    try:
+        pairs = normalise_points(points, width, height)
+    except (TypeError, ValueError, AttributeError) as error:   # InputError is a ValueError
+        raise InputError(f"{source}: points: {error}") from None
+    return [pair_dict(p.handle, p.target) for p in pairs]
+
+
+def _mask_array(raw, width: int, height: int, source: str) -> Optional[np.ndarray]:
+    if raw is None:
+        return None
+    array = np.asarray(raw)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise InputError(f"{source}: mask must be an HxW array of 0/1 (or 0/255) numbers, got {array.dtype} values")
+    try:
+        return load_mask(array, width, height)
+    except InputError as error:
+        raise InputError(f"{source}: mask: {error}") from None

@@ -165,6 +165,15 @@ class EditState:
             self.points, self.pending = [], None
             return True
 
+    def remove_pair(self, index: int) -> bool:
+        """Remove pair `index` (one undo step); False when there is no such pair."""
+        with self.lock:
+            if not 0 <= index < len(self.points):
+                return False
+            self._record(self._snapshot("delete pair", with_mask=False))
+            self.points = self.points[:index] + self.points[index + 1:]
+            return True
+
     def set_points(self, points: List[dict], record: bool = True) -> None:
         with self.lock:
             if record:

@@ -1,0 +1,112 @@
+"""Before a run: will it fine-tune a LoRA first, and about how long will each stage take?
+
+The editor measures the seconds per step of every stage it runs and keeps them per model, device,
+working size and LoRA batch: in memory for this process, and in `stage_rates.json` in the editor's
+cache folder for the next one. A stage never measured with those settings has no estimate (None),
+never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+STAGES = ("lora", "inversion", "drag", "denoise", "decode")
+RATES_FILE = "stage_rates.json"
+
+
+@dataclass
+class RunPlan:
+    """What `DragEditor.plan` expects a request to do. `steps` counts the steps each stage will run
+    (0: reused from memory or a cache; the drag counts `max_drag_steps`, its most)."""
+
+    needs_lora: bool                                # LoRA fine-tuning runs first (not in memory, not on disk)
+    lora_steps: int                                 # its steps; 0 when it does not run
+    steps: Dict[str, int]
+    expected_seconds: Optional[Dict[str, float]]    # stage -> seconds; None until each stage that runs was measured
+
+    @property
+    def total_seconds(self) -> Optional[float]:
+        return None if self.expected_seconds is None else sum(self.expected_seconds.values())
+
+
+def rate_key(model, working_size: Tuple[int, int], lora_batch_size: int) -> str:
+    """What the per-step times depend on: the weights, where they run, the size and the LoRA batch."""
+    width, height = working_size
+    return f"{model.fingerprint} {model.device} {model.dtype} {width}x{height} batch {lora_batch_size}"
+
+
+class StageRates:
+    """Seconds per step of each stage, by `rate_key`. One instance per cache folder and process, so
+    editors sharing a folder share what they measured."""
+
+    _instances: Dict[Path, "StageRates"] = {}
+    _instances_lock = threading.Lock()
+
+    @classmethod
+    def in_folder(cls, folder) -> "StageRates":
+        folder = Path(folder).expanduser().absolute()
+        with cls._instances_lock:
+            return cls._instances.setdefault(folder, cls(folder / RATES_FILE))
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._rates: Optional[Dict[str, Dict[str, float]]] = None  # read from the file on first use
+
+    def rate(self, key: str, stage: str) -> Optional[float]:
+        with self._lock:
+            return self._known().get(key, {}).get(stage)
+
+    def record(self, key: str, stage: str, seconds: float, steps: int) -> None:
+        if steps <= 0 or not seconds > 0:
+            return
+        with self._lock:
+            self._known().setdefault(key, {})[stage] = seconds / steps
+            on_disk = self._read()
+            on_disk.setdefault(key, {})[stage] = seconds / steps
+            self._write(on_disk)
+
+    def estimate(self, key: str, steps: Dict[str, int]) -> Optional[Dict[str, float]]:
+        """stage -> seconds for `steps`; None when a stage that runs has never been measured."""
+        rates = {stage: self.rate(key, stage) for stage, count in steps.items() if count > 0}
+        if any(rate is None for rate in rates.values()):
+            return None
+        return {stage: rates[stage] * count if count > 0 else 0.0 for stage, count in steps.items()}
+
+    def _known(self) -> Dict[str, Dict[str, float]]:
+        if self._rates is None:
+            self._rates = self._read()
+        return self._rates
+
+    def _read(self) -> Dict[str, Dict[str, float]]:
+        # A missing, unreadable or hand-edited file only means "nothing measured yet".
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {key: {stage: float(rate) for stage, rate in entry.items()
+                      if stage in STAGES and isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0}
+                for key, entry in data.items() if isinstance(entry, dict)}
+
+    def _write(self, rates: Dict[str, Dict[str, float]]) -> None:
+        # Estimates are a convenience: a cache folder that cannot be written keeps them in memory only.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=".stage_rates.", suffix=".tmp",
+                                             delete=False) as handle:
+                json.dump(rates, handle, indent=1, sort_keys=True)
+        except OSError:
+            return
+        try:
+            os.replace(handle.name, self.path)  # atomic: another process never reads half a file
+        except OSError:
+            Path(handle.name).unlink(missing_ok=True)
