@@ -155,3 +155,29 @@ def test_bad_points_fail_before_any_preparation(editor, make_image, monkeypatch)
         editor.run(DragRequest(picture, []))
     with pytest.raises(InputError, match="needs an image"):
         editor.run(DragRequest(None, POINTS))
+
+
+def test_plan_says_whether_a_lora_is_trained_and_how_long_it_takes(fresh_model, small_config, make_image, tmp_path):
+    from dragwidget.run_plan import RATES_FILE, StageRates, rate_key
+
+    editor = DragEditor(fresh_model, config=small_config, cache_dir=tmp_path)
+    job = DragRequest(make_image(48, 40, seed=19), POINTS, prompt="a red disc")
+    before = editor.plan(job)
+    assert before.needs_lora and before.lora_steps == small_config.lora_steps == 2
+    assert before.expected_seconds is None and before.total_seconds is None    # nothing measured yet
+
+    editor.run(job)
+    again = editor.plan(job)                                                   # prepared in memory
+    assert not again.needs_lora and again.lora_steps == 0
+    assert again.steps["inversion"] == 0 and again.expected_seconds["lora"] == 0.0
+    assert again.expected_seconds["drag"] > 0 and again.total_seconds > 0
+    other = editor.plan(DragRequest(make_image(48, 40, seed=20), POINTS, prompt="a red disc"))
+    assert other.needs_lora and other.expected_seconds["lora"] > 0              # same size: the measured rate
+
+    # Another editor (another process, as far as memory goes) finds the LoRA on disk and the rates in the file.
+    elsewhere = DragEditor(fresh_model, config=small_config, cache_dir=tmp_path).plan(job)
+    assert not elsewhere.needs_lora and elsewhere.steps["inversion"] == small_config.inversion_steps
+    key = rate_key(fresh_model, editor.prepared_for(job.image, job.prompt).working_size, small_config.lora_batch_size)
+    on_disk = StageRates(tmp_path / RATES_FILE)
+    assert all(on_disk.rate(key, stage) > 0 for stage in ("lora", "inversion", "drag", "denoise", "decode"))
+    assert on_disk.estimate(key, again.steps) == again.expected_seconds

@@ -5,21 +5,23 @@ badly wrong on a busy one: OpenMP threads spin-wait for each other at every oper
 one of them is descheduled by another process the others spin until it comes back. Measured with
 `benchmarks/bench_threads.py` on 2 cores (UNet forward+backward, the unit of a LoRA or drag step):
 
-    model (GFLOP/pass)   idle: 1 / 2 threads     one busy process: 1 / 2 threads
-    toy (0.4)            0.048 / 0.047 s         0.060 / 0.182 s   (3.0x slower with 2)
+    model (GFLOP/pass)   "idle": 1 / 2 threads   one busy process: 1 / 2 threads
+    toy (0.4)            0.053 / 0.065 s         0.060 / 0.182 s   (3.0x slower with 2)
     mid (3.6)            0.182 / 0.129 s         0.198 / 0.709 s   (3.6x slower with 2)
 
-So every free core pays (1.0x on the toy at 64 px, 1.3-1.6x on anything larger), and every core
-another process keeps busy costs 3-4x, whatever the model's size. The engine therefore uses the
-cores that other processes leave free, at least one, at most torch's own default (physical cores,
-or OMP_NUM_THREADS). "Free" is measured, not guessed: the CPU time the machine spent on this
+("idle" had other work at a load average near 1; a second idle run gave the toy 0.048 / 0.047 s,
+and the toy at 96-128 px 1.3-1.4x faster with 2 threads.) So a free core pays or is a wash
+(1.0-1.2x either way on the toy at 64 px, 1.3-1.6x on anything larger), while a core another
+process keeps busy costs 3-4x, whatever the model's size: no size threshold is needed. The
+engine therefore uses the cores that other processes leave free, at least one, at most torch's
+own default (physical cores, or OMP_NUM_THREADS). "Free" is measured, not guessed: the CPU time the machine spent on this
 process's cores (/proc/stat) minus this process's own CPU time, since the previous heavy call
 (a fresh 0.1 s sample the first time, or after a long pause). The load average would count this
 process's own threads as "busy" and lag by a minute. Elsewhere (macOS, Windows) the 1-minute load
 average minus this process's share is the estimate, or none at all.
 
-It is chosen again at the start of every heavy DragEditor call (a process that starts or stops
-in between is seen by the next call) and only for CPU devices: CUDA and MPS keep torch's setting.
+It is chosen again whenever a DragEditor call takes the model (`DragEditor.holding_model`: a
+process that starts or stops in between is seen by the next call) and only for CPU devices: CUDA and MPS keep torch's setting.
 The count stays set after the call, so a notebook's own low-level calls run with it too.
 
 Overrides, strongest first: `DragEditor(cpu_threads=N)`, then the environment variable
