@@ -83,7 +83,20 @@ def test_edit_with_a_mask_of_another_size(edit_args, tmp_path, capsys):
     Image.fromarray(mask).save(tmp_path / "mask.png")
     code, _, err = run_cli(edit_args("masked", "--mask", tmp_path / "mask.png"), capsys)
     assert code == 0, err
-    assert Image.open(tmp_path / "masked.png").size == (50, 37)
+    edited = np.asarray(Image.open(tmp_path / "masked.png"))
+    assert edited.shape == (37, 50, 3)
+    # With a mask, the CLI keeps the original's pixels outside it (the left half here) ...
+    report = json.loads((tmp_path / "masked.json").read_text())
+    assert report["kept_outside_mask"] is True and report["config"]["keep_outside_mask"] is True
+    original = np.asarray(Image.open(edit_args("unused")[1]).convert("RGB"))
+    assert np.array_equal(edited[:, :20], original[:, :20])
+
+    # ... unless the user asks for the paper's plain decode.
+    code, _, err = run_cli(edit_args("plain", "--mask", tmp_path / "mask.png", "--set", "keep_outside_mask=false"), capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "plain.json").read_text())
+    assert report["kept_outside_mask"] is False
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "plain.png"))[:, :20], original[:, :20])
 
 
 def expect_one_line_error(code, err, *fragments):

@@ -119,7 +119,7 @@ class DragRequest:
     prepared: Optional[PreparedImage] = None
 
 
-def _one_run_at_a_time(method):
+def _holds_the_model(method):
     """Run `method` holding the model (`DragEditor.holding_model`), with the call's progress and cancel."""
     parameters = inspect.signature(method)
 
@@ -149,7 +149,7 @@ class DragEditor:
         self._rates = StageRates.in_folder(self.cache_dir)
 
     # ---------------------------------------------------------------- preparation
-    @_one_run_at_a_time
+    @_holds_the_model
     def prepare(self, image: ImageLike, prompt: str = "", *, config: Optional[DragConfig] = None,
                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> PreparedImage:
         """Fine-tune the identity LoRA (or take it from the disk cache) and invert the image."""
@@ -192,7 +192,7 @@ class DragEditor:
         self._inverted_latent(prepared, config, report)
         return prepared
 
-    @_one_run_at_a_time
+    @_holds_the_model
     def generate(self, prompt: str, *, seed: Optional[int] = None, width: Optional[int] = None,
                  height: Optional[int] = None, config: Optional[DragConfig] = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> PreparedImage:
@@ -216,7 +216,7 @@ class DragEditor:
         return prepared
 
     # ---------------------------------------------------------------- the drag
-    @_one_run_at_a_time
+    @_holds_the_model
     def drag(self, prepared: PreparedImage, points, mask=None, *, config: Optional[DragConfig] = None,
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> DragResult:
         """Drag the handles of `points` to their targets. `config` may change the drag settings;
@@ -296,7 +296,7 @@ class DragEditor:
                     "inversion": "generation" if prepared.generated else "memory" if inversion_cached else "computed"},
             kept_outside_mask=kept_outside_mask)
 
-    @_one_run_at_a_time
+    @_holds_the_model
     def run(self, request: DragRequest, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelCheck] = None) -> DragResult:
         """Prepare (or reuse) the request's image, then drag it. Points and mask are checked first,
@@ -320,7 +320,7 @@ class DragEditor:
                 progress(Progress("lora", 1, 1, "reusing the prepared image (LoRA and inversion)", cached=True))
         return self.drag(prepared, request.points, request.mask, config=config, progress=progress, cancel=cancel)
 
-    @_one_run_at_a_time
+    @_holds_the_model
     def feature_maps(self, request, progress: Optional[ProgressCallback] = None,
                      cancel: Optional[CancelCheck] = None):
         """Decoder-block features of `request.image` (and `request.edited`) along the DDIM inversion,
@@ -372,7 +372,7 @@ class DragEditor:
         finally:
             lock.release()
 
-    @_one_run_at_a_time
+    @_holds_the_model
     def prepared_for(self, image: ImageLike, prompt: str = "", config: Optional[DragConfig] = None
                      ) -> Optional[PreparedImage]:
         """The image `run` prepared in memory for this picture, prompt and LoRA settings, or None."""
@@ -382,7 +382,7 @@ class DragEditor:
             self._prepared.move_to_end(key)
         return prepared
 
-    @_one_run_at_a_time
+    @_holds_the_model
     def use_prepared(self, prepared: PreparedImage) -> None:
         """Put the LoRA of `prepared` (or none) into the UNet, so that UNet calls see what its drag sees."""
         weights = prepared.lora_weights

@@ -185,7 +185,7 @@ class Running:
 
     def _on_progress(self, event: Progress) -> None:
         if event.stage == "waiting":
-            self.status = WAITING + (f" ({event.message})" if event.message else "")
+            self.status = event.message or WAITING
             return
         self._stage = event.stage
         bar = self.bars.get(event.stage)
