@@ -304,9 +304,7 @@ class DragEditor:
         config = request.config or self.config
         prepared = request.prepared
         if prepared is None:
-            if request.image is None:
-                raise InputError("a request needs an image (or an already prepared image)")
-            picture = load_image(request.image)
+            picture = _request_picture(request)
             pairs = normalise_points(request.points, *picture.size)
             check_drag_lengths(pairs, picture.size, feature_grid_size(self._working_size(picture.size, config), config),
                                config)
@@ -338,9 +336,7 @@ class DragEditor:
         config = request.config or self.config
         prepared = request.prepared
         if prepared is None:
-            if request.image is None:
-                raise InputError("a request needs an image (or an already prepared image)")
-            picture = load_image(request.image)
+            picture = _request_picture(request)
             prepared = self._prepared.get(_prepared_key(picture, request.prompt, config))
         if prepared is not None:
             size, lora_batch, needs_lora = prepared.working_size, prepared.config.lora_batch_size, False
@@ -432,6 +428,12 @@ class DragEditor:
         alpha = scheduler.alphas_cumprod[int(timestep)].to(latent)
         clean = (latent - (1 - alpha).sqrt() * noise) / alpha.sqrt()
         return tensor_to_image(decode(self.model, clean))
+
+
+def _request_picture(request: DragRequest) -> Image.Image:
+    if request.image is None:
+        raise InputError("a request needs an image (or an already prepared image)")
+    return load_image(request.image)
 
 
 def _prepared_key(picture: Image.Image, prompt: str, config: DragConfig) -> str:
