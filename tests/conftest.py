@@ -24,8 +24,9 @@ TINY_SETTINGS = {"num_inference_steps": 10, "lora_batch_size": 1}
 # What the session editor adds on top: a 2-step LoRA and at most 3 drag steps.
 EDITOR_CHANGES = {"lora_steps": 2, "max_drag_steps": 3}
 
-# The tiny model's tensors are far too small to gain from intra-op threads, and on a shared
-# two-core machine the threads' spin-waiting made the suite up to 20x slower (measured).
+# Tests that call the engine's modules directly (not through a DragEditor, which chooses its own
+# thread count, as users get it) use one thread: the tiny model's tensors are far too small to gain
+# from intra-op threads, and on a shared two-core machine spin-waiting made them up to 20x slower.
 torch.set_num_threads(1)
 
 
