@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
 from dragwidget import DragConfig, DragEditor, DragRequest, load_model  # noqa: E402
-from dragwidget.cpu_threads import choose_cpu_threads, usable_cores  # noqa: E402
+from dragwidget.cpu_threads import choose_cpu_threads  # noqa: E402
 
 BUSY_LOOP = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         parser.error("--busy and --repeats must be at least 1")
     repeats = args.repeats or (2 if args.quick else 3)
 
-    cores = usable_cores()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     thread_counts = sorted({1, cores})
     torch_default = torch.get_num_threads()
     print(f"torch {torch.__version__}; {cores} usable cores (sched_getaffinity), torch's default "
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
             best = min(medians, key=medians.get)
             worst = max(medians.values())
             print(f"{what:<10}{load:<6}{cells}{best:>6} thr ({worst / medians[best]:.1f}x)")
-    print(f"\nthe engine's automatic choice now: {choose_cpu_threads()} thread(s) "
+    print(f"\nthe engine's choice: toy {choose_cpu_threads(toy.unet)}, mid {choose_cpu_threads(mid_unet())} thread(s) "
           f"(DRAGWIDGET_CPU_THREADS={os.environ.get('DRAGWIDGET_CPU_THREADS', 'unset')})")
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dragwidget import DragCancelled, DragEditor, DragRequest, InputError, lora_finetuning
+from dragwidget import DragCancelled, DragEditor, DragRequest, InputError, load_model, lora_finetuning
 
 POINTS = [{"handle": [10, 12], "target": [30, 20]}]
 
@@ -180,4 +180,19 @@ def test_plan_says_whether_a_lora_is_trained_and_how_long_it_takes(fresh_model, 
     key = rate_key(fresh_model, editor.prepared_for(job.image, job.prompt).working_size, small_config.lora_batch_size)
     on_disk = StageRates(tmp_path / RATES_FILE)
     assert all(on_disk.rate(key, stage) > 0 for stage in ("lora", "inversion", "drag", "denoise", "decode"))
-    assert on_disk.estimate(key, again.steps) == again.expected_seconds
+    assert on_disk.estimate(key, again.steps) == (again.expected_seconds, True)
+
+
+def test_plan_of_the_embedded_model_uses_its_shipped_timings_until_measured_here(tmp_path, make_image):
+    model = load_model("toy", device="cpu")
+    assert set(model.shipped_stage_rates) == {"lora", "inversion", "drag", "denoise", "decode"}
+    editor = DragEditor(model, cache_dir=tmp_path)
+    config = editor.config.replace(lora_steps=3, max_drag_steps=2)
+    job = DragRequest(make_image(64, 64, seed=4), [((20, 30), (40, 30))], prompt="a red disc", config=config)
+    before = editor.plan(job)
+    assert before.needs_lora and not before.measured_here
+    assert before.expected_seconds["lora"] == pytest.approx(3 * model.shipped_stage_rates["lora"])
+    editor.run(job)
+    after = editor.plan(DragRequest(make_image(64, 64, seed=5), job.points, prompt="a red disc", config=config))
+    assert after.needs_lora and after.measured_here
+    assert after.expected_seconds["lora"] != before.expected_seconds["lora"]      # this machine's own rate now

@@ -522,6 +522,11 @@ def test_status_says_the_first_run_trains_a_lora_and_how_long_it_takes():
     widget.status = ""
     widget.prompt = "a red disc"                                    # another LoRA: asked again
     assert editor.plans[-1].prompt == "a red disc" and "fine-tunes a LoRA" in widget.status
+    editor.next_plan = RunPlan(needs_lora=True, lora_steps=80, steps={"lora": 80}, expected_seconds={"lora": 12.0},
+                               measured_here=False)
+    widget.prompt = "a green square"
+    assert widget.status == ("the first Run on this image fine-tunes a LoRA first (80 steps; about 12 s, 12 s for "
+                             "the whole run by the model's own figures; measured here after this run)")
     editor.next_plan = RunPlan(needs_lora=True, lora_steps=10, steps={"lora": 10}, expected_seconds=None)
     widget.lora_steps = 10
     assert editor.plans[-1].config.lora_steps == 10 and "(10 steps; no time measured yet" in widget.status

@@ -137,7 +137,7 @@ class DragEditor:
                  config: Optional[DragConfig] = None, cache_dir=None, keep_prepared: int = 4, cpu_threads=None,
                  cache_max_bytes=None):
         requested_threads(cpu_threads)  # a bad thread count (argument or environment) fails before the model loads
-        self.cpu_threads = cpu_threads  # None: DRAGWIDGET_CPU_THREADS or the engine's choice per call
+        self.cpu_threads = cpu_threads  # None: DRAGWIDGET_CPU_THREADS or the engine's choice for the model
         self.model: DiffusionModel = model if isinstance(model, DiffusionModel) else load_model(
             model, vae=vae, device=device, dtype=dtype)
         # An embedded model may ship settings measured for it; Stable Diffusion keeps the reference ones.
@@ -347,8 +347,10 @@ class DragEditor:
             needs_lora = config.lora_steps > 0 and not self._lora_cache_path(working, request.prompt, config).is_file()
         steps = {"lora": config.lora_steps if needs_lora else 0, "inversion": config.inversion_steps if inverts else 0,
                  "drag": config.max_drag_steps, "denoise": config.inversion_steps, "decode": 1}
-        return RunPlan(needs_lora=needs_lora, lora_steps=steps["lora"], steps=steps,
-                       expected_seconds=self._rates.estimate(rate_key(self.model, size, lora_batch), steps))
+        expected, measured_here = self._rates.estimate(rate_key(self.model, size, lora_batch), steps,
+                                                       self.model.shipped_stage_rates)
+        return RunPlan(needs_lora=needs_lora, lora_steps=steps["lora"], steps=steps, expected_seconds=expected,
+                       measured_here=measured_here)
 
     # ---------------------------------------------------------------- sharing the model
     @contextlib.contextmanager
@@ -363,7 +365,7 @@ class DragEditor:
             while not lock.acquire(timeout=WAIT_POLL_SECONDS):
                 report.check()
         try:
-            use_cpu_threads(self.model.device, self.cpu_threads)  # chosen per call: other processes come and go
+            use_cpu_threads(self.model.device, self.model.unet, self.cpu_threads)
             yield
         finally:
             lock.release()

@@ -56,6 +56,9 @@ class DiffusionModel:
     dtype: torch.dtype
     fingerprint: str
     recommended_settings: dict
+    # Seconds per step of each stage as the model's makers measured them on this kind of device
+    # (`dragwidget_stage_rates.json`): what `DragEditor.plan` says before anything ran here.
+    shipped_stage_rates: dict = field(default_factory=dict)
     lock: "threading.RLock" = field(default=TORCH_STATE_LOCK, repr=False, compare=False)
 
     @property
@@ -256,6 +259,10 @@ def load_model(
     settings_file = Path(where, "dragwidget_settings.json") if is_local else None
     if settings_file is not None and settings_file.is_file():
         recommended = json.loads(settings_file.read_text())
+    rates_file = Path(where, "dragwidget_stage_rates.json") if is_local else None
+    shipped_rates = {}
+    if rates_file is not None and rates_file.is_file():
+        shipped_rates = json.loads(rates_file.read_text())["seconds_per_step"].get(device.type, {})
 
     for component in (unet, autoencoder, text_encoder):
         component.to(device).requires_grad_(False).eval()
@@ -270,4 +277,5 @@ def load_model(
         dtype=dtype,
         fingerprint=_fingerprint(where, is_local, vae),
         recommended_settings=recommended,
+        shipped_stage_rates=shipped_rates,
     )

@@ -2,8 +2,9 @@
 
 The editor measures the seconds per step of every stage it runs and keeps them per model, device,
 working size and LoRA batch: in memory for this process, and in `stage_rates.json` in the editor's
-cache folder for the next one. A stage never measured with those settings has no estimate (None),
-never a guess.
+cache folder for the next one. Before a stage was measured here, the model's own figures
+(`dragwidget_stage_rates.json` in its folder, measured by its makers on the same kind of device)
+stand in, and the plan says so; without either, a stage has no estimate (None), never a guess.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class RunPlan:
     lora_steps: int                                 # its steps; 0 when it does not run
     steps: Dict[str, int]
     expected_seconds: Optional[Dict[str, float]]    # stage -> seconds; None until each stage that runs was measured
+    measured_here: bool = True                      # False: some stage's time is the model's shipped figure
 
     @property
     def total_seconds(self) -> Optional[float]:
@@ -73,12 +75,17 @@ class StageRates:
             on_disk.setdefault(key, {})[stage] = seconds / steps
             self._write(on_disk)
 
-    def estimate(self, key: str, steps: Dict[str, int]) -> Optional[Dict[str, float]]:
-        """stage -> seconds for `steps`; None when a stage that runs has never been measured."""
-        rates = {stage: self.rate(key, stage) for stage, count in steps.items() if count > 0}
+    def estimate(self, key: str, steps: Dict[str, int],
+                 shipped: Optional[Dict[str, float]] = None) -> Tuple[Optional[Dict[str, float]], bool]:
+        """(stage -> seconds for `steps`, all measured here?). A stage never measured here takes its
+        `shipped` seconds per step; the estimate is None when a stage that runs has neither."""
+        shipped = shipped or {}
+        measured = {stage: self.rate(key, stage) for stage, count in steps.items() if count > 0}
+        rates = {stage: shipped.get(stage) if rate is None else rate for stage, rate in measured.items()}
         if any(rate is None for rate in rates.values()):
-            return None
-        return {stage: rates[stage] * count if count > 0 else 0.0 for stage, count in steps.items()}
+            return None, False
+        seconds = {stage: rates[stage] * count if count > 0 else 0.0 for stage, count in steps.items()}
+        return seconds, all(rate is not None for rate in measured.values())
 
     def _known(self) -> Dict[str, Dict[str, float]]:
         if self._rates is None:

@@ -94,8 +94,9 @@ class Running:
         if not plan.needs_lora:
             return ""
         expected = plan.expected_seconds
-        cost = (f"about {expected.get('lora', 0):.0f} s, {plan.total_seconds:.0f} s for the whole run" if expected
-                else "no time measured yet with this model here")
+        cost = (f"about {expected.get('lora', 0):.0f} s, {plan.total_seconds:.0f} s for the whole run"
+                + ("" if plan.measured_here else " by the model's own figures; measured here after this run")
+                if expected else "no time measured yet with this model here")
         return f"the first Run on this image fine-tunes a LoRA first ({plan.lora_steps} steps; {cost})"
 
     def _show_plan(self, *_) -> None:
