@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from datetime import datetime, timezone
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -512,8 +513,12 @@ def test_stage_bars_show_elapsed_time_and_time_left():
 
 
 def test_status_says_the_first_run_trains_a_lora_and_how_long_it_takes():
-    widget = DragWidget(picture(), model="fake", lora_steps=80)     # model not loaded yet: no estimate
+    widget = DragWidget(picture(), model="fake", lora_steps=80)     # model not loaded yet, no shipped times
     assert "the first Run on this image fine-tunes a LoRA first (80 steps" in widget.status
+    assert "its time is known once the model has run here" in widget.status
+    toy = DragWidget(picture(), model="toy", lora_steps=80)          # not loaded: the toy's shipped times
+    assert re.search(r"first \(80 steps, unless an earlier one is in the disk cache; about \d+ s by the model's own "
+                     r"figures\)", toy.status), toy.status
     editor = FakeEditor(lambda *args: None)
     editor.next_plan = RunPlan(needs_lora=True, lora_steps=80, steps={"lora": 80, "drag": 40},
                                expected_seconds={"lora": 41.0, "drag": 9.0})

@@ -131,6 +131,15 @@ def resolve_model(name: Union[str, os.PathLike]) -> tuple:
     return text, False
 
 
+def shipped_stage_rates(where: Union[str, os.PathLike], device_type: str) -> dict:
+    """Seconds per step of each stage on `device_type` as a model folder's makers measured them
+    (`dragwidget_stage_rates.json`); {} when the folder has none for that kind of device."""
+    rates_file = Path(where, "dragwidget_stage_rates.json")
+    if not rates_file.is_file():
+        return {}
+    return json.loads(rates_file.read_text())["seconds_per_step"].get(device_type, {})
+
+
 def _fingerprint(where: str, is_local: bool, vae: Optional[str]) -> str:
     """A key that changes when the weights change; used for the LoRA cache."""
     digest = hashlib.sha256()
@@ -259,10 +268,7 @@ def load_model(
     settings_file = Path(where, "dragwidget_settings.json") if is_local else None
     if settings_file is not None and settings_file.is_file():
         recommended = json.loads(settings_file.read_text())
-    rates_file = Path(where, "dragwidget_stage_rates.json") if is_local else None
-    shipped_rates = {}
-    if rates_file is not None and rates_file.is_file():
-        shipped_rates = json.loads(rates_file.read_text())["seconds_per_step"].get(device.type, {})
+    shipped_rates = shipped_stage_rates(where, device.type) if is_local else {}
 
     for component in (unet, autoencoder, text_encoder):
         component.to(device).requires_grad_(False).eval()

@@ -9,7 +9,7 @@ from typing import Tuple
 
 from ..config import DEFAULT_MODEL, DragConfig
 from ..errors import DragWidgetError
-from ..loading import embedded_model_names, resolve_model
+from ..loading import default_device, embedded_model_names, resolve_model, shipped_stage_rates
 
 EMBEDDED_DEFAULT = "toy"
 MODEL_ENV = "DRAGWIDGET_MODEL"
@@ -43,6 +43,16 @@ def model_settings(name) -> DragConfig:
         except (ValueError, DragWidgetError):
             return DragConfig()
     return DragConfig()
+
+
+def model_stage_rates(name) -> dict:
+    """A model's shipped seconds per step for this machine's default device, read without loading
+    it ({} for a hub model, or a folder without them)."""
+    try:
+        where, is_local = resolve_model(name)
+    except DragWidgetError:
+        return {}
+    return shipped_stage_rates(where, default_device().type) if is_local else {}
 
 
 def choose_editor(**editor_kwargs) -> Tuple["DragEditor", str]:

@@ -18,6 +18,7 @@ from ..errors import DragCancelled, DragWidgetError, InputError
 from ..feature_maps import FeatureRequest, figure_png
 from . import drawing
 from .layout import PARAMETERS, RUN_STAGES, STAGES, WIDGET_PARAMETERS
+from .models import model_stage_rates
 
 BUSY = "a run is in progress: press Cancel (or widget.cancel()) first"
 WAITING = "waiting for another run on this model to finish"
@@ -83,9 +84,12 @@ class Running:
         """What the first Run on this image does before the drag ('' when nothing to say)."""
         if self.image is None or self.running or self._generated_for_image() is not None or self.lora_steps <= 0:
             return ""
-        if self._editor is None:      # loaded at the first run: nothing measured, no caches known
+        if self._editor is None:      # loaded at the first run: no caches known, only the model's own figures
+            lora_rate = model_stage_rates(self.model).get("lora")
+            cost = (f"about {lora_rate * self.lora_steps:.0f} s by the model's own figures" if lora_rate
+                    else "its time is known once the model has run here")
             return (f"the first Run on this image fine-tunes a LoRA first ({self.lora_steps} steps, unless an "
-                    "earlier one is in the disk cache; its time is known once the model has run here)")
+                    f"earlier one is in the disk cache; {cost})")
         try:
             plan = self._editor.plan(DragRequest(image=self.image, points=list(self.points), prompt=self.prompt,
                                                  config=self._config(self._editor)))
