@@ -112,10 +112,26 @@ def test_cache_key_depends_on_everything_that_determines_the_lora(tiny_model, sm
         lora_cache_key(tiny_model, picture, "a red disc", small_config.replace(lora_steps=3)),
         lora_cache_key(tiny_model, picture, "a red disc", small_config.replace(lora_rank=4)),
         lora_cache_key(tiny_model, picture, "a red disc", small_config.replace(lora_seed=1)),
+        lora_cache_key(tiny_model, picture, "a red disc", small_config.replace(lora_augment=False)),
     ]
     assert len({key, *others}) == len(others) + 1
     # Drag settings do not change the LoRA, so they must not change the key.
     assert key == lora_cache_key(tiny_model, picture, "a red disc", small_config.replace(max_drag_steps=7, seed=1))
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_lora_views_are_augmented_or_the_untouched_image(augment, fresh_model, small_config, monkeypatch):
+    pixels = image_to_tensor(Image.fromarray(smooth_image(64, 48, seed=2)), "cpu")
+    seen = []
+    encode = lora_finetuning.encode_image
+    monkeypatch.setattr(lora_finetuning, "encode_image", lambda model, views, **kw: seen.append(views) or
+                        encode(model, views, **kw))
+    config = small_config.replace(lora_batch_size=2, lora_augment=augment)
+    train_identity_lora(fresh_model, pixels, encode_prompt(fresh_model, "a red disc"), config)
+    views = torch.cat(seen)
+    assert views.shape == (2 * config.lora_steps, 3, 48, 64)
+    untouched = [torch.equal(view, pixels[0]) for view in views]
+    assert all(untouched) if not augment else not any(untouched)
 
 
 def test_training_after_a_drag_without_lora_trains_again(fresh_model, small_config, make_image, tmp_path):

@@ -442,5 +442,5 @@ def _prepared_key(picture: Image.Image, prompt: str, config: DragConfig) -> str:
     digest = hashlib.sha256(picture.tobytes())
     digest.update(repr((picture.size, prompt, config.working_width, config.lora_rank, config.lora_alpha,
                         config.lora_steps, config.lora_lr, config.lora_batch_size, config.lora_seed,
-                        config.lora_target_modules)).encode())
+                        config.lora_target_modules, config.lora_augment)).encode())
     return digest.hexdigest()

@@ -76,6 +76,7 @@ def lora_cache_key(model, image: np.ndarray, prompt: str, config: DragConfig) ->
         "format": CACHE_FORMAT, "model": model.fingerprint, "prompt": prompt, "shape": list(image.shape),
         "rank": config.lora_rank, "alpha": config.lora_alpha, "steps": config.lora_steps, "lr": config.lora_lr,
         "batch": config.lora_batch_size, "seed": config.lora_seed, "targets": list(config.lora_target_modules),
+        "augment": config.lora_augment,
         "device": model.device.type, "dtype": str(model.dtype),
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())

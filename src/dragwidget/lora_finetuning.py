@@ -128,7 +128,8 @@ def train_identity_lora(
     unet.train()
     try:
         for step in range(config.lora_steps):
-            views = torch.cat([_augment(pixels.cpu(), generator) for _ in range(config.lora_batch_size)])
+            views = torch.cat([_augment(pixels.cpu(), generator) if config.lora_augment else pixels.cpu()
+                               for _ in range(config.lora_batch_size)])
             latents = encode_image(model, views, generator=generator, sample=True)
             noise = torch.randn(latents.shape, generator=generator).to(model.device)
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps,
