@@ -179,15 +179,14 @@ class DragEditor:
                 lora_cache.save_lora(weights, path, self.model, config, self.cache_max_bytes)
                 source = "trained"
         timings["lora"] = time.perf_counter() - started
-        if source == "trained":
-            self._rates.record(rate_key(self.model, (width, height), config.lora_batch_size), "lora",
-                               timings["lora"], config.lora_steps)
 
         prepared = PreparedImage(
             image=picture, prompt=prompt, config=config, working_size=(width, height), pixels=pixels,
             text_embedding=text_embedding, uncond_embedding=encode_prompt(self.model, ""),
             lora_weights=weights, lora_source=source, clean_latent=encode_image(self.model, pixels),
             guidance_scale=config.guidance_scale, timings=timings)
+        if source == "trained":
+            self._record_rate(prepared, "lora", timings["lora"], config.lora_steps)
         self.use_prepared(prepared)  # the just-trained LoRA is already in place; this records it
         self._inverted_latent(prepared, config, report)
         return prepared
