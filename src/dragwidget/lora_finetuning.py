@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from .config import DragConfig
 from .encoding import encode_image
 from .loading import DiffusionModel
-from .lora_cache import default_cache_dir  # noqa: F401  re-exported: its home before lora_cache existed
 
 ADAPTER_NAME = "dragwidget_identity"
 
