@@ -257,6 +257,10 @@ def test_output_paths_are_checked_before_the_model_loads(quick_edit, no_model_lo
     (["bench", "shapes", "--cases", 0], "argument --cases: must be a whole number >= 1, got '0'"),
     (["bench", "shapes", "--set", "max_drag_steps=0"], "max_drag_steps must be a whole number >= 1"),
     (["features", "IMAGE", "--size", 0], "argument --size: must be a whole number >= 1, got '0'"),
+    (["bench", "shapes", "--sweep", "feature_block"], "--sweep expects KEY=V1,V2,..."),
+    (["bench", "shapes", "--sweep", "feature_block=1,x"], "feature_block"),
+    (["bench", "shapes", "--sweep", "lora_steps=0", "--sweep", "lora_steps=1"], "lora_steps is given twice"),
+    (["bench", "shapes", "--sweep", "inversion_strengh=0.5"], "inversion_strength"),
     (["features", "IMAGE", "--lora-steps", 2, "--set", "lora_steps=3"], "lora_steps is given twice"),
 ])
 def test_bench_and_features_reject_bad_counts(args, fragment, image_file, no_model_load, capsys):
@@ -273,9 +277,33 @@ def subparser(*names):
     return parser
 
 
+def test_bench_shapes_sweep_writes_one_row_per_value(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """An ablation: one row per value of each swept setting, the base configuration run once
+    and shared by both sweeps, every row scored on the same cases."""
+    import dragwidget.toy.shapes_bench as shapes_bench
+
+    monkeypatch.setenv("DRAGWIDGET_CACHE", str(tmp_path / "cache"))
+    edits = []
+    real_run_bench = shapes_bench.run_bench
+    monkeypatch.setattr(shapes_bench, "run_bench", lambda *a, **k: edits.append(k["config"]) or real_run_bench(*a, **k))
+    code, out, err = run_cli(["bench", "shapes", "--model", tiny_model_dir, "--cases", 1, "--seed", 2, "--out",
+                              tmp_path / "ablation", "--set", "lora_steps=0", "--set", "max_drag_steps=2",
+                              "--sweep", "feature_block=1,2", "--sweep", "inversion_strength=0.7,0.6"], capsys)
+    assert code == 0, err
+    table = json.loads((tmp_path / "ablation" / "sweep.json").read_text())
+    assert [(row["setting"], row["value"]) for row in table["rows"]] == [
+        ("feature_block", 1), ("feature_block", 2), ("inversion_strength", 0.7), ("inversion_strength", 0.6)]
+    assert table["cases"] == 1 and table["seed"] == 2 and table["config"]["lora_steps"] == 0
+    # the tiny model's base: block 2, strength 0.7; that configuration ran once for both sweeps
+    assert [(c.feature_block, c.inversion_strength) for c in edits] == [(1, 0.7), (2, 0.7), (2, 0.6)]
+    for row in table["rows"]:
+        assert {"relative_distance", "iou", "lost_objects", "psnr_outside_mask", "by_kind"} <= set(row)
+    assert "inversion_strength" in out and "sweep.json" in out
+
+
 def test_every_bench_shapes_option_is_described():
     options = [a for a in subparser("bench", "shapes")._actions if a.option_strings]
-    assert {"--cases", "--seed", "--model", "--device", "--out", "--set"} <= {o for a in options for o in a.option_strings}
+    assert {"--cases", "--seed", "--model", "--device", "--out", "--set", "--sweep"} <= {o for a in options for o in a.option_strings}
     assert all(a.help for a in options), [a.option_strings for a in options if not a.help]
 
 

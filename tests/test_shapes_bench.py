@@ -96,3 +96,42 @@ def test_colour_region_centroid_and_iou():
     other = np.zeros_like(region)
     other[5:10, 23:29] = True
     assert iou(region, other) == pytest.approx(15 / 45)
+
+
+def test_recoloured_or_shrunk_object_is_lost_and_counts_as_not_moved(cases):
+    """An object that arrives in another colour, or a third of its size, is lost: the independent
+    scorer's rule (found by its colour within tolerance), and it scores as if it had not moved."""
+    from dataclasses import replace
+
+    from dragwidget.toy.shapes import OBJECT_COLORS
+
+    case = next(c for c in cases if len(c.moves) == 1)
+    (index, _), = case.moves.items()
+    moved = case.expected_scene.objects[index]
+    intact = score(case, render(case.expected_scene))
+    assert intact["lost_objects"] == 0 and intact["dragged_objects"] == 1
+    unused = next(name for name in OBJECT_COLORS if name not in {o.color for o in case.scene.objects})
+    recoloured = score(case, render(case.expected_scene.with_object(index, replace(moved, color=unused))))
+    shrunk = score(case, render(case.expected_scene.with_object(index, replace(moved, radius=moved.radius * 0.55))))
+    for metrics in (recoloured, shrunk):
+        assert metrics["lost_objects"] == 1
+        assert metrics["relative_distance"] == pytest.approx(1.0)
+    slightly_smaller = score(case, render(case.expected_scene.with_object(index, replace(moved, radius=moved.radius * 0.8))))
+    assert slightly_smaller["lost_objects"] == 0 and slightly_smaller["relative_distance"] < 0.15
+
+
+def test_aggregate_counts_lost_objects_and_splits_by_kind():
+    from dragwidget.toy.shapes_bench import aggregate
+
+    cases = make_cases(30, seed=5)
+    assert {c.kind for c in cases} == {"one", "two_objects", "two_handles"}
+    assert all(len(c.moves) == 2 for c in cases if c.kind == "two_objects")
+    assert all(len(c.pairs) == 2 and len(c.moves) == 1 for c in cases if c.kind == "two_handles")
+    # a perfect result for single-pair cases, no edit for the others
+    rows = [{"kind": c.kind, **score(c, render(c.expected_scene) if c.kind == "one" else c.image)} for c in cases]
+    summary = aggregate(rows)
+    assert summary["dragged_objects"] == sum(len(c.moves) for c in cases)
+    assert summary["lost_objects"] == 0
+    assert summary["by_kind"]["one"]["relative_distance"] < 0.15
+    assert summary["by_kind"]["two_objects"]["relative_distance"] == pytest.approx(1.0, abs=0.1)
+    assert summary["by_kind"]["one"]["cases"] == sum(c.kind == "one" for c in cases)

@@ -7,12 +7,14 @@ loaded model rounds differently in its last bit on CPU (measured: at most 6e-8 o
 size 1 after two more steps). A resume that lost the optimiser state is off by 7e-5 after those
 steps (measured by dropping it), far above the 1e-6 allowed."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from dragwidget import load_model
-from dragwidget.toy import train
+from dragwidget.toy import train, train_options
 
 TINY = ["--vae-steps", "4", "--unet-steps", "4", "--pool-size", "48", "--vae-batch", "4", "--unet-batch", "4",
         "--checkpoint-every", "2"]
@@ -69,3 +71,16 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="other settings"):
         train.main(["--out", str(tmp_path / "second"), "--checkpoint", str(tmp_path / "first-checkpoint"),
                     *TINY, "--unet-lr", "0.002"])
+
+
+def test_every_architecture_can_be_chosen_and_the_default_is_the_shipped_one(tmp_path):
+    from dragwidget.toy.architectures import ARCHITECTURES
+    from dragwidget.toy.train_options import ARCHITECTURE_NAMES, TrainSettings
+
+    assert ARCHITECTURE_NAMES == tuple(ARCHITECTURES)  # --help lists them without importing torch
+    shipped = json.loads((train_options.DEFAULT_OUT / "unet" / "config.json").read_text())
+    default = ARCHITECTURES[TrainSettings().architecture].unet
+    assert shipped["block_out_channels"] == list(default["block_out_channels"])
+    assert shipped["sample_size"] == default["sample_size"]
+    first_version = load_model(str(run(tmp_path, "v1", "--architecture", "v1")), device="cpu")
+    assert first_version.vae_scale_factor == 4 and first_version.native_width == 64

@@ -150,13 +150,31 @@ def check_output_folder(folder: Path, option: str) -> None:
         raise InputError(f"{option}: no permission to write in the folder {existing}")
 
 
+def sweep_values(args) -> Dict[str, list]:
+    """`--sweep KEY=V1,V2,...` options as {setting: [typed values]}, each value checked as `--set` would."""
+    sweeps: Dict[str, list] = {}
+    for text in args.sweep or []:
+        key, separator, values = text.partition("=")
+        key = key.strip()
+        if not separator or not values.strip():
+            raise InputError(f"--sweep expects KEY=V1,V2,..., got {text!r}")
+        if key in sweeps:
+            raise InputError(f"--sweep {key} is given twice; list all its values in one --sweep")
+        try:
+            sweeps[key] = [parse_setting(key, value) for value in values.split(",")]
+        except InputError as error:
+            raise InputError(f"--sweep {text}: {error}") from None
+    return sweeps
+
+
 def bench_shapes(args) -> int:
     changes = settings_changes(args, {})
+    sweeps = sweep_values(args)
     out = Path(args.out)
     check_output_folder(out, f"--out {out}")
 
     from .editor import DragEditor
-    from .toy.shapes_bench import format_table, make_cases, run_bench
+    from .toy.shapes_bench import format_sweep, format_table, make_cases, run_bench, run_sweep
 
     editor = DragEditor(args.model, device=args.device)
     config = editor.config.replace(**changes)
@@ -167,6 +185,18 @@ def bench_shapes(args) -> int:
               f"IoU {row['iou']:.2f}, PSNR outside {row['psnr_outside_mask']:.1f} dB, {row['seconds']:.1f} s",
               file=sys.stderr)
 
+    if sweeps:
+        def on_row(row):
+            print(f"{row['setting']}={row['value']}: relative distance {row['relative_distance']:.3f}, "
+                  f"IoU {row['iou']:.3f}, lost {row['lost_objects']}/{row['dragged_objects']}", file=sys.stderr)
+
+        table = {"model": args.model, "seed": args.seed,
+                 **run_sweep(editor, cases, sweeps, config=config, on_case=on_case, on_row=on_row)}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sweep.json").write_text(json.dumps(table, indent=2))
+        print(format_sweep(table))
+        print(f"wrote {out / 'sweep.json'}")
+        return 0
     report = run_bench(editor, cases, out, config=config, on_case=on_case)
     print(format_table(report))
     print(f"wrote {out / 'metrics.json'} and {out / 'contact_sheet.png'}")
@@ -282,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
                                help="folder for metrics.json and contact_sheet.png (default shapesbench)")
     shapes_parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                                help="change a DragConfig setting, e.g. --set lora_steps=0 (repeatable)")
+    shapes_parser.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...",
+                               help="an ablation: run every case once per value of this setting, the others as set, "
+                                    "and write one row per value to OUT/sweep.json, e.g. --sweep inversion_strength=0.4,0.5,0.7 "
+                                    "(repeatable: each sweep varies its own setting)")
     shapes_parser.set_defaults(run=bench_shapes)
 
     features_parser = commands.add_parser(

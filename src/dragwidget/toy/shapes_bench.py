@@ -8,7 +8,10 @@ Metrics per case (pairs averaged):
   (b) IoU of the object's colour region in the result with its translated original;
   (c) PSNR outside the mask (capped at 100 dB for identical pixels);
   (d) the fraction of the other objects that stayed (colour region IoU >= 0.5 with their original);
-  (e) seconds per edit.
+  (e) dragged objects lost: found by their colour over less than 40 % of their area (recoloured,
+      blurred into the background or shrunk); a lost object counts as not moved in (a);
+  (f) seconds per edit.
+Aggregates are also given per kind of case (one pair, two objects, one object held by two handles).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from .shapes import BACKGROUND_COLORS, IMAGE_SIZE, Scene, coverage, object_masks
 
 COLOR_TOLERANCE = 70.0
 PSNR_CAP = 100.0
+LOST_AREA_FRACTION = 0.4
+CASE_KINDS = ("one", "two_objects", "two_handles")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class DragCase:
     moves: Dict[int, tuple]        # object index -> (dx, dy)
     pairs: List[dict]              # {"handle": [x, y], "target": [x, y], "object": index}
     mask: np.ndarray               # bool, True = editable
+    kind: str = "one"              # one of CASE_KINDS
 
     @property
     def image(self) -> np.ndarray:
@@ -51,7 +57,7 @@ class DragCase:
     def to_dict(self) -> dict:
         masks = object_masks(self.scene)
         return {
-            "name": self.name, "caption": self.scene.caption,
+            "name": self.name, "kind": self.kind, "caption": self.scene.caption,
             "objects": [{**obj.to_dict(), "centroid": list(centroid(m))} for obj, m in zip(self.scene.objects, masks)],
             "pairs": self.pairs,
             "moves": {str(k): list(v) for k, v in self.moves.items()},
@@ -99,20 +105,19 @@ def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
     expected_masks = object_masks(case.expected_scene)
     original_masks = object_masks(case.scene)
     palette = scene_palette(case.scene)
+    found = {index: color_region(result, case.scene.objects[index].rgb, palette) for index in case.moves}
+    lost = {index: found[index].sum() < LOST_AREA_FRACTION * expected_masks[index].sum() for index in case.moves}
     distances, relative, ious = [], [], []
     for pair in case.pairs:
-        obj = case.scene.objects[pair["object"]]
-        found = color_region(result, obj.rgb, palette)
-        dx, dy = case.moves[pair["object"]]
-        expected = np.add(centroid(original_masks[pair["object"]]), (dx, dy))
+        index = pair["object"]
+        dx, dy = case.moves[index]
+        expected = np.add(centroid(original_masks[index]), (dx, dy))
         length = math.hypot(dx, dy)
-        if found.any():
-            distance = float(np.hypot(*(np.asarray(centroid(found)) - expected)))
-        else:  # the object vanished: scored as if it had not moved
-            distance = length
+        # A lost object is scored as if it had not moved: where its remnants sit says nothing.
+        distance = length if lost[index] else float(np.hypot(*(np.asarray(centroid(found[index])) - expected)))
         distances.append(distance)
         relative.append(distance / length)
-        ious.append(iou(found, expected_masks[pair["object"]]))
+        ious.append(iou(found[index], expected_masks[index]))
     others = [i for i in range(len(case.scene.objects)) if i not in case.moves]
     stayed = [iou(color_region(result, case.scene.objects[i].rgb, palette), original_masks[i]) >= 0.5 for i in others]
     return {
@@ -121,6 +126,8 @@ def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
         "iou": float(np.mean(ious)),
         "psnr_outside_mask": psnr_outside(result, original, case.mask),
         "others_stayed": float(np.mean(stayed)) if stayed else 1.0,
+        "dragged_objects": len(case.moves),
+        "lost_objects": int(sum(lost.values())),
         "seconds": seconds,
     }
 
@@ -189,13 +196,24 @@ def make_cases(count: int, seed: int = 0, size: int = IMAGE_SIZE) -> List[DragCa
         mask = np.zeros((size, size), dtype=bool)
         for index, (dx, dy) in moves.items():
             mask |= _path_mask(scene, index, dx, dy)
-        cases.append(DragCase(f"case_{len(cases):03d}", scene, moves, pairs, mask))
+        cases.append(DragCase(f"case_{len(cases):03d}", scene, moves, pairs, mask, str(kind)))
     return cases
 
 
+MEAN_KEYS = ("distance_px", "relative_distance", "iou", "psnr_outside_mask", "others_stayed", "seconds")
+
+
 def aggregate(rows: List[dict]) -> dict:
-    keys = ["distance_px", "relative_distance", "iou", "psnr_outside_mask", "others_stayed", "seconds"]
-    return {key: float(np.mean([row[key] for row in rows])) for key in keys}
+    """Means over the cases, lost objects counted, and the relative distance per kind of case."""
+    summary = {key: float(np.mean([row[key] for row in rows])) for key in MEAN_KEYS}
+    summary["relative_distance_median"] = float(np.median([row["relative_distance"] for row in rows]))
+    summary["dragged_objects"] = int(sum(row["dragged_objects"] for row in rows))
+    summary["lost_objects"] = int(sum(row["lost_objects"] for row in rows))
+    summary["by_kind"] = {
+        kind: {"cases": len(of_kind), "relative_distance": float(np.mean([row["relative_distance"] for row in of_kind])),
+               "iou": float(np.mean([row["iou"] for row in of_kind]))}
+        for kind in CASE_KINDS if (of_kind := [row for row in rows if row.get("kind", "one") == kind])}
+    return summary
 
 
 def draw_points(image: np.ndarray, pairs: List[dict], scale: int = 4) -> Image.Image:
@@ -221,10 +239,10 @@ def run_bench(editor, cases: List[DragCase], out: Optional[Path] = None, config=
         result = editor.run(DragRequest(Image.fromarray(image), case.pairs, case.mask, case.scene.caption, config))
         seconds = time.perf_counter() - started
         edited = np.asarray(result.image)
-        row = {"name": case.name, **score(case, edited, seconds), "final_handles": [list(h) for h in result.handles],
+        row = {"name": case.name, "kind": case.kind, **score(case, edited, seconds), "final_handles": [list(h) for h in result.handles],
                "reached": result.reached, "steps": result.steps}
         rows.append(row)
-        baseline_rows.append(score(case, image))
+        baseline_rows.append({"kind": case.kind, **score(case, image)})
         sheet.append((draw_points(image, case.pairs), draw_points(edited, case.pairs)))
         if out is not None:
             folder = out / case.name
@@ -244,6 +262,36 @@ def run_bench(editor, cases: List[DragCase], out: Optional[Path] = None, config=
     return report
 
 
+def run_sweep(editor, cases: List[DragCase], sweeps: Dict[str, list], config=None,
+              on_case: Optional[Callable[[int, int, dict], None]] = None,
+              on_row: Optional[Callable[[dict], None]] = None) -> dict:
+    """One row per (setting, value): every case edited with `config` (default: the editor's) where
+    that one setting takes that value. A configuration met twice (the base value of each sweep) runs once."""
+    base = config or editor.config
+    finished: Dict[str, dict] = {}
+    rows = []
+    for setting, values in sweeps.items():
+        for value in values:
+            varied = base.replace(**{setting: value})
+            key = json.dumps(varied.to_dict(), sort_keys=True)
+            if key not in finished:
+                finished[key] = run_bench(editor, cases, config=varied, on_case=on_case)["aggregate"]
+            row = {"setting": setting, "value": value, **finished[key]}
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return {"cases": len(cases), "config": base.to_dict(), "rows": rows}
+
+
+def format_sweep(table: dict) -> str:
+    lines = [f"{'setting':24s} {'value':>8s} {'rel dist':>8s} {'IoU':>6s} {'PSNR out':>8s} {'lost':>7s} {'s/edit':>7s}"]
+    for row in table["rows"]:
+        lost = f"{row['lost_objects']}/{row['dragged_objects']}"
+        lines.append(f"{row['setting']:24s} {str(row['value']):>8s} {row['relative_distance']:8.3f} {row['iou']:6.3f} "
+                     f"{row['psnr_outside_mask']:8.2f} {lost:>7s} {row['seconds']:7.2f}")
+    return "\n".join(lines)
+
+
 def contact_sheet(pairs_of_pictures, columns: int = 4) -> Image.Image:
     if not pairs_of_pictures:
         return Image.new("RGB", (1, 1))
@@ -258,8 +306,12 @@ def contact_sheet(pairs_of_pictures, columns: int = 4) -> Image.Image:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{'':10s} {'dist px':>8s} {'rel dist':>8s} {'IoU':>6s} {'PSNR out':>8s} {'others':>7s} {'s/edit':>7s}"]
+    lines = [f"{'':10s} {'dist px':>8s} {'rel dist':>8s} {'IoU':>6s} {'PSNR out':>8s} {'others':>7s} {'lost':>7s} "
+             f"{'s/edit':>7s}"]
     for label, row in (("drag", report["aggregate"]), ("no edit", report["baseline"])):
+        lost = f"{row['lost_objects']}/{row['dragged_objects']}"
         lines.append(f"{label:10s} {row['distance_px']:8.2f} {row['relative_distance']:8.3f} {row['iou']:6.3f} "
-                     f"{row['psnr_outside_mask']:8.2f} {row['others_stayed']:7.2f} {row['seconds']:7.2f}")
+                     f"{row['psnr_outside_mask']:8.2f} {row['others_stayed']:7.2f} {lost:>7s} {row['seconds']:7.2f}")
+    for kind, row in report["aggregate"]["by_kind"].items():
+        lines.append(f"  {kind} ({row['cases']} cases): relative distance {row['relative_distance']:.3f}, IoU {row['iou']:.3f}")
     return "\n".join(lines)

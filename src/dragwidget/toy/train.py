@@ -3,7 +3,7 @@
     python -m dragwidget.toy.train --out src/dragwidget/models/toy     # or: dragwidget train-toy
 
 Two stages, both seeded and resumable from the checkpoint folder:
-1. the VAE (factor-4 KL autoencoder) on random 32x32 crops of 64x64 scenes;
+1. the VAE (a KL autoencoder, factor 2 in the shipped architecture) on random 32x32 crops of 64x64 scenes;
 2. the UNet and the CLIP text encoder together, on VAE latents of a fixed pool of captioned
    scenes, with 10 % empty captions so that classifier-free guidance works.
 The UNet and text encoder saved are exponential moving averages of the trained weights.
@@ -27,24 +27,8 @@ from tqdm.auto import tqdm
 
 from ..tiny_model import SCHEDULER_CONFIG, create_components, save_model_folder, write_tokenizer
 from .shapes import IMAGE_SIZE, caption_vocabulary, random_scene, render
+from .architectures import ARCHITECTURES, CAPTION_TOKENS
 from .train_options import DESCRIPTION, TrainSettings, add_arguments, settings_from_args
-
-CAPTION_TOKENS = 32
-
-UNET_CONFIG = dict(
-    sample_size=IMAGE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
-    block_out_channels=(32, 64, 64, 64), norm_num_groups=8, cross_attention_dim=64, attention_head_dim=8,
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-)
-VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 64), layers_per_block=1,
-    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-    norm_num_groups=8, sample_size=IMAGE_SIZE,
-)
-TEXT_CONFIG = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_hidden_layers=2,
-                   max_position_embeddings=CAPTION_TOKENS)
-
 
 def scene_batch(seed: int, count: int):
     rng = np.random.default_rng(seed)
@@ -204,7 +188,8 @@ def train(out: Path, checkpoint_dir: Path, settings: TrainSettings, device: str 
     write_tokenizer(out / "tokenizer", caption_vocabulary(), max_length=CAPTION_TOKENS)
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
     torch.manual_seed(settings.seed)
-    unet, vae, text_encoder = create_components(UNET_CONFIG, VAE_CONFIG, TEXT_CONFIG, out / "tokenizer")
+    architecture = ARCHITECTURES[settings.architecture]
+    unet, vae, text_encoder = create_components(architecture.unet, architecture.vae, architecture.text, out / "tokenizer")
     device = torch.device(device)
     unet, vae, text_encoder = unet.to(device), vae.to(device), text_encoder.to(device)
 

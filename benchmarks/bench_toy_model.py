@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""What the embedded model (or a candidate folder) can do, apart from dragging: how faithfully it
+reconstructs scenes it never saw, and how long an edit takes on this machine.
+
+    python3 benchmarks/bench_toy_model.py                        # the embedded toy model
+    python3 benchmarks/bench_toy_model.py --model PATH --scenes 12
+
+Prints, for unseen scenes (seeded, drawn apart from the training seeds):
+- the VAE alone: encode + decode PSNR (the ceiling of everything else);
+- DDIM inversion to the drag's timestep and back (no LoRA, no mutual attention) at the model's
+  recommended inversion strength and at the reference's 0.7;
+- the time of a first edit (LoRA, not cached, included), of a re-drag of the same image, and from the
+  start of the drag stage to the first tracked handle a front end can draw (medians of `--edits`).
+Run it on an otherwise idle machine; the numbers go to the model card and the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
+
+from dragwidget import DragEditor, DragRequest  # noqa: E402
+from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index, invert  # noqa: E402
+from dragwidget.denoise_decode import decode, denoise  # noqa: E402
+from dragwidget.encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image  # noqa: E402
+from dragwidget.toy.shapes import IMAGE_SIZE, random_scene, render  # noqa: E402
+from dragwidget.toy.shapes_bench import make_cases, psnr_outside  # noqa: E402
+
+UNSEEN_SEED = 987_654  # training draws its scenes from seed * 1_000_003 + step and seed * 7_000_001 + chunk
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return psnr_outside(a, b, np.zeros(a.shape[:2], bool))
+
+
+def reconstruction(editor: DragEditor, image: np.ndarray, caption: str, strength) -> np.ndarray:
+    """Invert to the drag's timestep and denoise back (strength None: the VAE alone)."""
+    model = editor.model
+    pixels = image_to_tensor(Image.fromarray(image), model.device)
+    latent = encode_image(model, pixels)
+    if strength is not None:
+        config = editor.config.replace(lora_steps=0, mutual_attention=False, inversion_strength=strength)
+        text = encode_prompt(model, caption)
+        inverted = invert(model, latent, text, config)
+        latent = denoise(model, ddim_scheduler(model, config), drag_timestep_index(config), inverted, inverted, text,
+                         config)
+    return np.asarray(tensor_to_image(decode(model, latent)))
+
+
+def time_edits(editor: DragEditor, count: int):
+    first, again, first_handle = [], [], []
+    for case in make_cases(count, seed=UNSEEN_SEED):
+        marks = {}
+
+        def progress(event):
+            if event.stage == "drag" and "drag" not in marks:
+                marks["drag"] = time.perf_counter()
+            if event.stage == "drag" and event.step >= 1 and event.handles is not None and "handle" not in marks:
+                marks["handle"] = time.perf_counter()
+
+        image = Image.fromarray(case.image)
+        started = time.perf_counter()
+        editor.run(DragRequest(image, case.pairs, case.mask, case.scene.caption), progress=progress)
+        first.append(time.perf_counter() - started)
+        first_handle.append(marks["handle"] - marks["drag"])
+        reversed_pairs = [{"handle": p["target"], "target": p["handle"]} for p in case.pairs]
+        started = time.perf_counter()
+        editor.run(DragRequest(image, reversed_pairs, case.mask, case.scene.caption))
+        again.append(time.perf_counter() - started)
+    return statistics.median(first), statistics.median(again), statistics.median(first_handle)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="toy", help="embedded model name or diffusers folder (default toy)")
+    parser.add_argument("--scenes", type=int, default=12, help="unseen scenes for the reconstruction (default 12)")
+    parser.add_argument("--edits", type=int, default=3, help="edits timed (default 3)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as cache:  # an empty LoRA cache: every first edit trains its LoRA
+        editor = DragEditor(args.model, device="cpu", cache_dir=cache)
+        rng = np.random.default_rng(UNSEEN_SEED)
+        scenes = [random_scene(rng, IMAGE_SIZE) for _ in range(args.scenes)]
+        strengths = {"VAE alone": None, f"inversion {editor.config.inversion_strength:g} (recommended)":
+                     editor.config.inversion_strength, "inversion 0.7 (reference)": 0.7}
+        print(f"model {args.model}, {args.scenes} unseen scenes, PSNR (mean, min..max):")
+        for label, strength in strengths.items():
+            values = [psnr(reconstruction(editor, render(s), s.caption, strength), render(s)) for s in scenes]
+            print(f"  {label:34s} {np.mean(values):5.1f} dB ({min(values):.1f}..{max(values):.1f})")
+        if args.edits:
+            first, again, handle = time_edits(editor, args.edits)
+            print(f"edit (median of {args.edits}, {editor.cpu_threads or 'auto'} threads): first edit {first:.1f} s "
+                  f"(LoRA included), re-drag {again:.1f} s, first tracked handle {handle:.2f} s after the drag stage starts")
+
+
+if __name__ == "__main__":
+    main()
