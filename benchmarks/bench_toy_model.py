@@ -12,11 +12,14 @@ Prints, for unseen scenes (seeded, drawn apart from the training seeds):
 - the time of a first edit (LoRA, not cached, included), of a re-drag of the same image, and from the
   start of the drag stage to the first tracked handle a front end can draw (medians of `--edits`).
 Run it on an otherwise idle machine; the numbers go to the model card and the README.
+`--write-stage-rates` stores the per-step times of those edits in the model folder's
+`dragwidget_stage_rates.json`: what a front end estimates before anything ran on a user's machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -29,6 +32,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
 from dragwidget import DragEditor, DragRequest  # noqa: E402
+from dragwidget.loading import embedded_model_path  # noqa: E402
+from dragwidget.run_plan import RATES_FILE  # noqa: E402
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index, invert  # noqa: E402
 from dragwidget.denoise_decode import decode, denoise  # noqa: E402
 from dragwidget.encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image  # noqa: E402
@@ -84,6 +89,8 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="toy", help="embedded model name or diffusers folder (default toy)")
     parser.add_argument("--scenes", type=int, default=12, help="unseen scenes for the reconstruction (default 12)")
     parser.add_argument("--edits", type=int, default=3, help="edits timed (default 3)")
+    parser.add_argument("--write-stage-rates", action="store_true",
+                        help="write the edits' seconds per step into the model folder's dragwidget_stage_rates.json")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as cache:  # an empty LoRA cache: every first edit trains its LoRA
@@ -100,6 +107,18 @@ def main(argv=None) -> None:
             first, again, handle = time_edits(editor, args.edits)
             print(f"edit (median of {args.edits}, {editor.cpu_threads or 'auto'} threads): first edit {first:.1f} s "
                   f"(LoRA included), re-drag {again:.1f} s, first tracked handle {handle:.2f} s after the drag stage starts")
+        if args.write_stage_rates:
+            write_stage_rates(editor, Path(embedded_model_path(args.model) or args.model))
+
+
+def write_stage_rates(editor: DragEditor, folder: Path) -> None:
+    (measured,) = json.loads((editor.cache_dir / RATES_FILE).read_text()).values()
+    config = editor.config
+    (folder / "dragwidget_stage_rates.json").write_text(json.dumps({
+        "measured_on": f"benchmarks/bench_toy_model.py, CPU, {editor.model.native_width}x{editor.model.native_width}, "
+                       f"LoRA batch {config.lora_batch_size}",
+        "seconds_per_step": {"cpu": {stage: round(rate, 4) for stage, rate in measured.items()}}}, indent=2) + "\n")
+    print(f"wrote {folder / 'dragwidget_stage_rates.json'}")
 
 
 if __name__ == "__main__":

@@ -298,6 +298,7 @@ def test_bench_shapes_sweep_writes_one_row_per_value(tiny_model_dir, tmp_path, c
     assert [(c.feature_block, c.inversion_strength) for c in edits] == [(1, 0.7), (2, 0.7), (2, 0.6)]
     for row in table["rows"]:
         assert {"relative_distance", "iou", "lost_objects", "psnr_outside_mask", "by_kind"} <= set(row)
+        assert row["case_relative_distance"] == [pytest.approx(row["relative_distance"])]
     assert "inversion_strength" in out and "sweep.json" in out
 
 

@@ -17,7 +17,7 @@ from dragwidget import load_model
 from dragwidget.toy import train, train_options
 
 TINY = ["--vae-steps", "4", "--unet-steps", "4", "--pool-size", "48", "--vae-batch", "4", "--unet-batch", "4",
-        "--checkpoint-every", "2"]
+        "--checkpoint-every", "2", "--decoder-steps", "2"]
 
 
 WEIGHT_FILES = ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
@@ -84,3 +84,11 @@ def test_every_architecture_can_be_chosen_and_the_default_is_the_shipped_one(tmp
     assert shipped["sample_size"] == default["sample_size"]
     first_version = load_model(str(run(tmp_path, "v1", "--architecture", "v1")), device="cpu")
     assert first_version.vae_scale_factor == 4 and first_version.native_width == 64
+
+
+def test_decoder_fine_tuning_keeps_the_encoder_and_the_unet(tmp_path):
+    """Stage 3 changes the decoder only: the latents the UNet learnt keep their meaning."""
+    tuned, plain = weights(run(tmp_path, "tuned")), weights(run(tmp_path, "plain", "--decoder-steps", "0"))
+    changed = {key for key in tuned if not torch.equal(tuned[key], plain[key])}
+    assert changed and all(key.startswith("vae/") and key.split(":")[1].startswith(("decoder.", "post_quant_conv."))
+                           for key in changed), sorted(changed)[:5]

@@ -275,7 +275,10 @@ def run_sweep(editor, cases: List[DragCase], sweeps: Dict[str, list], config=Non
             varied = base.replace(**{setting: value})
             key = json.dumps(varied.to_dict(), sort_keys=True)
             if key not in finished:
-                finished[key] = run_bench(editor, cases, config=varied, on_case=on_case)["aggregate"]
+                report = run_bench(editor, cases, config=varied, on_case=on_case)
+                # per case too: on 20 cases the spread says which differences are noise
+                finished[key] = {**report["aggregate"],
+                                 "case_relative_distance": [row["relative_distance"] for row in report["cases"]]}
             row = {"setting": setting, "value": value, **finished[key]}
             rows.append(row)
             if on_row is not None:

@@ -5,7 +5,8 @@
 Two stages, both seeded and resumable from the checkpoint folder:
 1. the VAE (a KL autoencoder, factor 2 in the shipped architecture) on random 32x32 crops of 64x64 scenes;
 2. the UNet and the CLIP text encoder together, on VAE latents of a fixed pool of captioned
-   scenes, with 10 % empty captions so that classifier-free guidance works.
+   scenes, with 10 % empty captions so that classifier-free guidance works;
+3. the VAE's decoder alone, on whole scenes (the encoder, and so the latents, unchanged).
 The UNet and text encoder saved are exponential moving averages of the trained weights.
 """
 
@@ -107,6 +108,38 @@ def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint, device: torc
     vae.eval()
 
 
+def finetune_decoder(vae, settings: TrainSettings, checkpoint: Checkpoint, device: torch.device) -> None:
+    """Stage 3: the decoder alone, on whole scenes, as Stable Diffusion's ft-MSE VAE was made. The
+    encoder stays as it was, so the latents the UNet learnt keep their meaning; only the way back
+    to pixels (the ceiling of every reconstruction and edit) gets sharper."""
+    if settings.decoder_steps == 0:
+        return
+    state = checkpoint.state()
+    parameters = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=settings.decoder_lr)
+    start = state.get("decoder_step", 0)
+    if start:
+        checkpoint.load(finetuned_vae=vae, decoder_optimizer=optimizer)
+    vae.train()
+    bar = tqdm(range(start, settings.decoder_steps), desc="decoder", initial=start, total=settings.decoder_steps)
+    for step in bar:
+        _, pixels = scene_batch(settings.seed * 3_000_017 + step, settings.vae_batch)
+        pixels = pixels.to(device)
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.mean  # what an edit decodes from: the posterior mean
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, settings.decoder_steps, settings.decoder_lr)
+        mse = F.mse_loss(vae.decode(latents).sample, pixels)
+        mse.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(psnr=f"{10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}dB")
+        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.decoder_steps:
+            state = {**checkpoint.state(), "decoder_step": step + 1}
+            checkpoint.save(state, finetuned_vae=vae, decoder_optimizer=optimizer)
+    vae.eval()
+
+
 @torch.no_grad()
 def latent_pool(vae, tokenizer, settings: TrainSettings, checkpoint: Checkpoint, device: torch.device):
     path = checkpoint.folder / "pool.safetensors"
@@ -199,6 +232,7 @@ def train(out: Path, checkpoint_dir: Path, settings: TrainSettings, device: str 
     empty = tokenizer([""], padding="max_length", max_length=CAPTION_TOKENS, return_tensors="pt").input_ids[0]
     unet, text_encoder = train_denoiser(unet, text_encoder, latents * scaling_factor, tokens, empty, settings, checkpoint,
                                        device)
+    finetune_decoder(vae, settings, checkpoint, device)
 
     save_model_folder(out, unet, vae.cpu(), text_encoder)
     minutes = (time.time() - started) / 60

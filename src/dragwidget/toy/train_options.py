@@ -32,6 +32,8 @@ class TrainSettings:
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
+    decoder_steps: int = 600
+    decoder_lr: float = 3e-4
     checkpoint_every: int = 250
 
 
@@ -50,6 +52,8 @@ HELP = {
     "unet_lr": "UNet + text encoder peak learning rate (cosine schedule)",
     "caption_dropout": "fraction of empty captions, for classifier-free guidance",
     "ema_decay": "decay of the exponential moving average of the saved weights",
+    "decoder_steps": "steps of decoder-only fine-tuning on whole scenes (stage 3; 0 = none)",
+    "decoder_lr": "decoder fine-tuning peak learning rate (cosine schedule)",
     "checkpoint_every": "steps between resumable checkpoints",
 }
 
