@@ -73,7 +73,7 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
                     *TINY, "--unet-lr", "0.002"])
 
 
-def test_every_architecture_can_be_chosen_and_the_default_is_the_shipped_one(tmp_path):
+def test_the_default_architecture_is_the_shipped_one_and_a_candidate_can_be_chosen(tmp_path):
     from dragwidget.toy.architectures import ARCHITECTURES
     from dragwidget.toy.train_options import ARCHITECTURE_NAMES, TrainSettings
 
@@ -82,8 +82,9 @@ def test_every_architecture_can_be_chosen_and_the_default_is_the_shipped_one(tmp
     default = ARCHITECTURES[TrainSettings().architecture].unet
     assert shipped["block_out_channels"] == list(default["block_out_channels"])
     assert shipped["sample_size"] == default["sample_size"]
-    first_version = load_model(str(run(tmp_path, "v1", "--architecture", "v1")), device="cpu")
-    assert first_version.vae_scale_factor == 4 and first_version.native_width == 64
+    assert load_model(str(run(tmp_path, "shipped")), device="cpu").vae_scale_factor == 4
+    candidate = load_model(str(run(tmp_path, "v2", "--architecture", "v2")), device="cpu")
+    assert candidate.vae_scale_factor == 2 and candidate.native_width == 64
 
 
 def test_decoder_fine_tuning_keeps_the_encoder_and_the_unet(tmp_path):

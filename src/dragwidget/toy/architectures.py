@@ -1,10 +1,11 @@
-"""The toy model's architectures: the shipped one and the candidates of its design study.
+"""The toy model's architectures: the shipped one (v1) and the candidates of its design study.
 
 Every candidate keeps Stable Diffusion's shape (a KL VAE, a 4-level UNet whose `up_blocks[2]`
 ends at latent resolution, a CLIP text encoder) so the engine treats it as any SD checkpoint.
 What the candidates vary is what issue 10 asks to measure: latent resolution (the VAE's
 downsampling factor), the UNet's width and where it has self-attention (mutual self-attention
-can only copy appearance where there is self-attention).
+can only copy appearance where there is self-attention). What the study measured is in the model
+card, src/dragwidget/models/toy/README.md: the 32x32-latent candidates dragged worse than v1.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _unet(latent_size: int, channels, attention, heads) -> dict:
 
 ARCHITECTURES: Dict[str, Architecture] = {
     "v1": Architecture(
-        "first version: 16x16 latents (VAE factor 4), UNet 32/64/64/64 with attention at 16, 8 and 4",
+        "the shipped one: 16x16 latents (VAE factor 4), UNet 32/64/64/64 with attention at 16, 8 and 4",
         _unet(IMAGE_SIZE // 4, (32, 64, 64, 64), (True, True, True, False), (8, 8, 8, 8)),
         _vae((16, 32, 64)), TEXT_CONFIG),
     "v2": Architecture(
