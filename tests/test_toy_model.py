@@ -59,19 +59,22 @@ def test_inversion_reconstructs_an_unseen_image(toy_editor):
     clean = denoise(model, scheduler, drag_timestep_index(config), inverted, inverted, text,
                     config.replace(mutual_attention=False))
     reconstruction = np.asarray(tensor_to_image(decode(model, clean)))
-    assert psnr_outside(reconstruction, image, np.zeros((64, 64), bool)) >= 25.0
+    # measured 31.6 dB on this scene (32.4 dB on average over 12 unseen scenes, benchmarks/bench_toy_model.py)
+    assert psnr_outside(reconstruction, image, np.zeros((64, 64), bool)) >= 29.0
 
 
 def test_short_shapesbench_run_beats_no_edit(toy_editor, tmp_path):
-    """Four cases with the model's recommended settings (LoRA included). Measured: mean relative
-    distance 0.51 (per case 0.85, 0.31, 0.32, 0.54), IoU 0.23, PSNR outside the mask 28 dB; no
-    edit gives 1.0 and IoU 0.05. The distance bar sits about 0.2 from the drag and 0.3 from no edit."""
+    """Four cases with the model's recommended settings (LoRA included). Measured on the shipped
+    model: mean relative distance 0.48 (per case 0.75, 0.32, 0.31, 0.55), IoU 0.25, PSNR outside
+    the mask 28.8 dB, none of the 5 dragged objects lost; no edit gives 1.0 and IoU 0.05. Each
+    bar sits well clear of both the measurement and no edit."""
     cases = make_cases(4, seed=100)
     report = run_bench(toy_editor, cases, tmp_path)
     assert report["baseline"]["relative_distance"] == pytest.approx(1.0, abs=0.05)
-    assert report["aggregate"]["relative_distance"] < 0.7
-    assert report["aggregate"]["iou"] > report["baseline"]["iou"]
-    assert report["aggregate"]["psnr_outside_mask"] > 22.0
+    assert report["aggregate"]["relative_distance"] < 0.65
+    assert report["aggregate"]["iou"] > 0.15 > report["baseline"]["iou"]
+    assert report["aggregate"]["psnr_outside_mask"] > 26.0
+    assert report["aggregate"]["lost_objects"] <= 1
     for case in cases:
         assert {p.name for p in (tmp_path / case.name).iterdir()} >= {"input.png", "result.png", "mask.png", "case.json"}
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "contact_sheet.png").is_file()

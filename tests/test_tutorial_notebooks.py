@@ -50,11 +50,14 @@ def execute(name: str, tmp_path: Path, monkeypatch):
 def test_tutorial_runs_top_to_bottom(tmp_path, monkeypatch):
     text, pictures, _ = execute("tutorial.ipynb", tmp_path, monkeypatch)
     for section in ("model 'toy'", "LoRA: trained", "mean error (px) at the drag's step, per block",
-                    "reached:", "mutual self-attention:", "reconstruction PSNR", "settings x"):
+                    "reached:", "mutual self-attention:", "reconstruction PSNR", "20 cases of seed 1"):
         assert section in text, f"missing output of a section: {section!r}"
     # one sentence per ablation saying whether it agrees with the paper
     for ablation in ("inversion steps", "LoRA steps", "feature block"):
         assert re.search(rf"{ablation}: best here .*(Agrees|Does not agree)", text), ablation
+    # and the live case: the default and the changed setting, each scored
+    assert re.search(r"default +relative distance [0-9.]+, IoU [0-9.]+, lost \d+/\d+", text)
+    assert re.search(r"inversion_strength=0.7 +relative distance", text)
     assert len(pictures) >= 12, "figures are missing"
 
 
@@ -62,6 +65,9 @@ def test_feature_explorer_runs_top_to_bottom(tmp_path, monkeypatch):
     text, pictures, outputs = execute("feature_explorer.ipynb", tmp_path, monkeypatch)
     assert "embedded 'toy' model" in text or "'toy'" in text
     assert "best match in the edited picture" in text
+    # the drag's own block and step as the figure frames them, and whether the drag got there
+    assert re.search(r"the drag's features: decoder block \d after \d+ of \d+ inversion steps, t = \d+", text)
+    assert "the drag reached its target" in text or "the drag did NOT reach its target" in text
     assert pictures, "the PCA grid was not shown"
     views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert views, "the explorer widget was not displayed"
