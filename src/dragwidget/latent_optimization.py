@@ -76,10 +76,6 @@ def optimize_latent(
             return guided_prediction(model, current, timestep, text_embedding, guidance_scale, config,
                                      grid_size, uncond_embedding)
 
-    with torch.no_grad():
-        initial_noise, initial_features = predict(latent)
-        initial_previous = scheduler.step(initial_noise.float(), timestep, latent).prev_sample
-
     initial_handles = [h.clone() for h in handles]
     handles = [h.clone() for h in handles]
     trajectory = [[(float(h[0]), float(h[1])) for h in handles]]
@@ -90,8 +86,15 @@ def optimize_latent(
     steps = 0
     reached = False
     for step in range(config.max_drag_steps + 1):
-        noise, features = predict(latent)
-        if step > 0:
+        # The last pass only tracks the handles: no backward follows it, so it keeps no graph.
+        with torch.set_grad_enabled(step < config.max_drag_steps):
+            noise, features = predict(latent)
+        if step == 0:
+            # The first pass sees the untouched latent: its features are the handles' references
+            # (one UNet pass fewer than a separate look before the loop).
+            initial_features = features.detach()
+            initial_previous = scheduler.step(noise.detach().float(), timestep, latent.detach()).prev_sample
+        else:
             handles = track_points(initial_features, features, initial_handles, handles, config.tracking_radius)
             trajectory.append([(float(h[0]), float(h[1])) for h in handles])
             if on_step is not None:
