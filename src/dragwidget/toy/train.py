@@ -1,4 +1,4 @@
-"""Train the embedded `toy` model from scratch on procedural shapes (about 30 minutes on 2 CPU cores).
+"""Train the embedded `toy` model from scratch on procedural shapes (30-40 minutes on 2 CPU cores).
 
     python -m dragwidget.toy.train --out src/dragwidget/models/toy     # or: dragwidget train-toy
 

@@ -10,7 +10,7 @@ import argparse
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-DESCRIPTION = "Train the embedded `toy` model from scratch on procedural shapes (about 30 minutes on 2 CPU cores)."
+DESCRIPTION = "Train the embedded `toy` model from scratch on procedural shapes (30-40 minutes on 2 CPU cores)."
 # The names of toy/architectures.py's ARCHITECTURES, listed here so that --help needs no torch import
 # (a test checks that the two lists agree).
 ARCHITECTURE_NAMES = ("v1", "v2", "v2-wide", "v2-attn32")
@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "(default: the embedded toy model, src/dragwidget/models/toy)")
     parser.add_argument("--checkpoint", type=Path, default=Path("toy-checkpoint"),
                         help="folder for resumable checkpoints (rerun the same command to resume; default toy-checkpoint)")
-    parser.add_argument("--device", default="cpu", help="cpu (about 30 minutes on 2 cores) or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu (30-40 minutes on 2 cores) or cuda")
     for setting in fields(TrainSettings):
         choices = ARCHITECTURE_NAMES if setting.name == "architecture" else None
         parser.add_argument(f"--{setting.name.replace('_', '-')}", type=type(setting.default), default=setting.default,
