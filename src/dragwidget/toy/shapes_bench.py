@@ -212,7 +212,7 @@ def aggregate(rows: List[dict]) -> dict:
     summary["by_kind"] = {
         kind: {"cases": len(of_kind), "relative_distance": float(np.mean([row["relative_distance"] for row in of_kind])),
                "iou": float(np.mean([row["iou"] for row in of_kind]))}
-        for kind in CASE_KINDS if (of_kind := [row for row in rows if row.get("kind", "one") == kind])}
+        for kind in CASE_KINDS if (of_kind := [row for row in rows if row["kind"] == kind])}
     return summary
 
 

@@ -45,6 +45,16 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
     return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def follow_schedule(optimizer: torch.optim.Optimizer, step: int, total: int, peak: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = cosine_lr(step, total, peak)
+
+
+def psnr_label(mse: torch.Tensor) -> str:
+    """Reconstruction quality for the progress bar; pixels are in [-1, 1], a range of 2."""
+    return f"{10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}dB"
+
+
 class Checkpoint:
     """Weights and optimiser state as safetensors, counters as JSON: no pickle anywhere."""
 
@@ -93,8 +103,7 @@ def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint, device: torc
         generator = torch.Generator().manual_seed(step)
         top, left = (int(v) for v in torch.randint(0, IMAGE_SIZE - settings.vae_crop + 1, (2,), generator=generator))
         crops = pixels[:, :, top:top + settings.vae_crop, left:left + settings.vae_crop].to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, settings.vae_steps, settings.vae_lr)
+        follow_schedule(optimizer, step, settings.vae_steps, settings.vae_lr)
         posterior = vae.encode(crops).latent_dist
         reconstruction = vae.decode(posterior.sample(generator)).sample
         mse = F.mse_loss(reconstruction, crops)
@@ -102,7 +111,7 @@ def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint, device: torc
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(psnr=f"{10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}dB")
+        bar.set_postfix(psnr=psnr_label(mse))
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.vae_steps:
             checkpoint.save({**state, "vae_step": step + 1}, vae=vae, vae_optimizer=optimizer)
     vae.eval()
@@ -127,13 +136,12 @@ def finetune_decoder(vae, settings: TrainSettings, checkpoint: Checkpoint, devic
         pixels = pixels.to(device)
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.mean  # what an edit decodes from: the posterior mean
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, settings.decoder_steps, settings.decoder_lr)
+        follow_schedule(optimizer, step, settings.decoder_steps, settings.decoder_lr)
         mse = F.mse_loss(vae.decode(latents).sample, pixels)
         mse.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(psnr=f"{10 * math.log10(4 / max(mse.item(), 1e-10)):.1f}dB")
+        bar.set_postfix(psnr=psnr_label(mse))
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.decoder_steps:
             state = {**checkpoint.state(), "decoder_step": step + 1}
             checkpoint.save(state, finetuned_vae=vae, decoder_optimizer=optimizer)
@@ -187,8 +195,7 @@ def train_denoiser(unet, text_encoder, latents, tokens, empty_tokens, settings: 
         batch_tokens[drop] = empty_tokens
         noise = torch.randn(batch.shape, generator=generator)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (settings.unet_batch,), generator=generator)
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, settings.unet_steps, settings.unet_lr)
+        follow_schedule(optimizer, step, settings.unet_steps, settings.unet_lr)
         # Random draws stay on the CPU: the same seed gives the same batches and noise on any device.
         noisy, noise, timesteps, batch_tokens = (t.to(device) for t in (
             noise_scheduler.add_noise(batch, noise, timesteps), noise, timesteps, batch_tokens))
