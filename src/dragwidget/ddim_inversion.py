@@ -53,10 +53,12 @@ def invert(
     inverse.set_timesteps(config.num_inference_steps, device=model.device)
     total = config.inversion_steps
     drag_timestep_index(config)  # validates the strength before any work
-    for step, timestep in enumerate(inverse.timesteps[:total]):
+    # The UNet takes the device's timestep tensors, the scheduler host integers (it indexes host
+    # tables with them: a device timestep there would be read back, stalling a GPU every step).
+    for step, (timestep, host_timestep) in enumerate(zip(inverse.timesteps[:total], inverse.timesteps[:total].tolist())):
         with model.autocast():
             noise = model.unet(latents, timestep, encoder_hidden_states=text_embedding).sample
-        latents = inverse.step(noise.float(), timestep, latents).prev_sample
+        latents = inverse.step(noise.float(), host_timestep, latents).prev_sample
         if on_step is not None:
             on_step(step + 1, total)
     return latents

@@ -53,12 +53,13 @@ def denoise(
         latents = edited_latent
         control = contextlib.nullcontext()
     with control as denoising_step:
-        for index, timestep in enumerate(timesteps):
+        # device timesteps for the UNet, host integers for the scheduler (see ddim_inversion.invert)
+        for index, (timestep, host_timestep) in enumerate(zip(timesteps, timesteps.tolist())):
             if denoising_step is not None:
                 denoising_step.index = index
             with model.autocast():
                 noise = predict_noise(model, latents, timestep, text_embedding, uncond_embedding, guidance_scale)
-            latents = scheduler.step(noise.float(), timestep, latents).prev_sample
+            latents = scheduler.step(noise.float(), host_timestep, latents).prev_sample
             if on_step is not None:
                 on_step(index + 1, len(timesteps))
     return latents[-1:]

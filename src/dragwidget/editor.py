@@ -42,6 +42,7 @@ from .feature_maps import extract_feature_maps
 from .generation import generate
 from .image_input import (ImageLike, PointPair, check_drag_lengths, feature_grid_size, load_image, load_mask,
                           normalise_points, to_feature_grid, working_size)
+from .host_readback import synchronize
 from .latent_optimization import optimize_latent
 from .loading import DiffusionModel, load_model
 from .progress import XY, CancelCheck, Progress, ProgressCallback, ProgressReporter
@@ -227,9 +228,9 @@ class DragEditor:
         editable = load_mask(mask, in_width, in_height)
         grid = feature_grid_size(prepared.working_size, config)
         check_drag_lengths(pairs, prepared.size, grid, config)
-        to_grid = torch.tensor([grid[1] / in_width, grid[0] / in_height], device=self.model.device)
-        handles = [torch.tensor(to_feature_grid(p.handle, prepared.size, grid), device=self.model.device) for p in pairs]
-        targets = [torch.tensor(to_feature_grid(p.target, prepared.size, grid), device=self.model.device) for p in pairs]
+        handles = [to_feature_grid(p.handle, prepared.size, grid) for p in pairs]
+        targets = [to_feature_grid(p.target, prepared.size, grid) for p in pairs]
+        to_grid = torch.tensor([grid[1] / in_width, grid[0] / in_height])
         to_input = lambda xy: (round(float(xy[0]) / float(to_grid[0]), 2), round(float(xy[1]) / float(to_grid[1]), 2))
 
         # The first drag of a prepared image accounts for its preparation; later ones reuse it.
@@ -254,19 +255,19 @@ class DragEditor:
                                             mode="nearest").to(self.model.device)
 
         def on_drag_step(step, current, current_latent, noise):
-            preview = None
-            if config.preview_every and step % config.preview_every == 0:
-                preview = self._preview(scheduler, timestep, current_latent, noise)
+            preview = None if current_latent is None else self._preview(scheduler, timestep, current_latent, noise)
             report(Progress("drag", step, config.max_drag_steps, handles=[to_input(h) for h in current],
                             preview=preview))
 
         report(Progress("drag", 0, config.max_drag_steps, handles=[to_input(h) for h in handles]))
         torch.manual_seed(config.seed)
+        on_device = lambda points: [torch.tensor(xy, device=self.model.device) for xy in points]
         started = time.perf_counter()
         outcome = optimize_latent(
-            self.model, latent, timestep, scheduler, prepared.text_embedding, handles, targets, grid, config,
-            keep_mask=keep_mask, guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
-            on_step=on_drag_step)
+            self.model, latent, timestep, scheduler, prepared.text_embedding, on_device(handles), on_device(targets),
+            grid, config, keep_mask=keep_mask, guidance_scale=prepared.guidance_scale,
+            uncond_embedding=prepared.uncond_embedding, on_step=on_drag_step)
+        synchronize(self.model.device)
         timings["optimisation"] = time.perf_counter() - started
         timings["optimisation_steps_per_second"] = outcome.steps / timings["optimisation"] if timings["optimisation"] else 0.0
         self._record_rate(prepared, "drag", timings["optimisation"], outcome.steps)
@@ -275,6 +276,7 @@ class DragEditor:
         edited = denoise(self.model, scheduler, start_index, latent, outcome.latent, prepared.text_embedding, config,
                          guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
                          on_step=lambda step, total: report(Progress("denoise", step, total)))
+        synchronize(self.model.device)
         timings["denoise"] = time.perf_counter() - started
         self._record_rate(prepared, "denoise", timings["denoise"], config.inversion_steps)
         report.check()
@@ -419,6 +421,7 @@ class DragEditor:
         started = time.perf_counter()
         latent = invert(self.model, prepared.clean_latent, prepared.text_embedding, config,
                         on_step=lambda step, total: report(Progress("inversion", step, total)))
+        synchronize(self.model.device)
         prepared.timings["inversion"] = time.perf_counter() - started
         self._record_rate(prepared, "inversion", prepared.timings["inversion"], config.inversion_steps)
         prepared.inverted[key] = latent

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .config import DragConfig
 from .encoding import encode_image
+from .host_readback import HostReadback
 from .loading import DiffusionModel
 
 ADAPTER_NAME = "dragwidget_identity"
@@ -120,19 +121,38 @@ def train_identity_lora(
     parameters = [p for name, p in unet.named_parameters() if "lora_" in name]
     for parameter in parameters:
         parameter.requires_grad_(True)
-    optimizer = torch.optim.AdamW(parameters, lr=config.lora_lr)
+    if unet.dtype != torch.float32:
+        # Half-precision UNet weights, float32 LoRA weights and optimizer state (as diffusers' LoRA
+        # training scripts do): small updates would vanish in half precision.
+        from diffusers.training_utils import cast_training_params
+
+        cast_training_params(unet, dtype=torch.float32)
+    # fused: a GPU AdamW that takes GradScaler's inf check on the device instead of reading it back
+    optimizer = torch.optim.AdamW(parameters, lr=config.lora_lr, fused=True if model.device.type == "cuda" else None)
     scaler = torch.amp.GradScaler(model.device.type, enabled=model.autocast_enabled)
-    generator = torch.Generator().manual_seed(config.lora_seed)
+    # Crops are drawn on the host (slicing needs host numbers); noise is drawn where it is used, so
+    # that a GPU never waits for a host-to-device copy. On the CPU both come from one generator.
+    crop_generator = torch.Generator().manual_seed(config.lora_seed)
+    noise_generator = (crop_generator if model.device.type == "cpu"
+                       else torch.Generator(model.device).manual_seed(config.lora_seed))
+    pixels = pixels.to(model.device)
     encoder_states = text_embedding.expand(config.lora_batch_size, -1, -1)
+    readback = HostReadback(model.device)
+
+    def report(results) -> None:
+        for step, (loss,) in results:
+            if on_step is not None:
+                on_step(step, config.lora_steps, float(loss))
+
     unet.train()
     try:
         for step in range(config.lora_steps):
-            views = torch.cat([_augment(pixels.cpu(), generator) if config.lora_augment else pixels.cpu()
+            views = torch.cat([_augment(pixels, crop_generator) if config.lora_augment else pixels
                                for _ in range(config.lora_batch_size)])
-            latents = encode_image(model, views, generator=generator, sample=True)
-            noise = torch.randn(latents.shape, generator=generator).to(model.device)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps,
-                                      (latents.shape[0],), generator=generator).to(model.device)
+            latents = encode_image(model, views, generator=noise_generator, sample=True)
+            noise = torch.randn(latents.shape, generator=noise_generator, device=model.device)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                      generator=noise_generator, device=model.device)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             if noise_scheduler.config.prediction_type == "v_prediction":
                 target = noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -145,8 +165,9 @@ def train_identity_lora(
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            if on_step is not None:
-                on_step(step + 1, config.lora_steps, loss.item())
+            readback.push(step + 1, loss)
+            report(readback.ready())
+        report(readback.drain())
     except BaseException:
         unet.delete_adapters(ADAPTER_NAME)
         raise

@@ -50,10 +50,11 @@ def motion_supervision_loss(
     for handle, target in zip(handles, targets):
         direction = target - handle
         distance = direction.norm()
-        if distance < reach_threshold:
-            continue
-        step = direction / distance
+        # A weight of 0 rather than skipping the pair: deciding to skip would read the distance
+        # back to the host, which stalls a GPU every step.
+        unfinished = (distance >= reach_threshold).to(features.dtype)
+        step = direction / distance.clamp_min(1e-6)
         here = sample_features(features, handle.round() + offsets).detach()
         ahead = sample_features(features, handle.round() + offsets + step)
-        loss = loss + offsets.shape[0] * F.l1_loss(ahead, here)
+        loss = loss + unfinished * (offsets.shape[0] * F.l1_loss(ahead, here))
     return loss
