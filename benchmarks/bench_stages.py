@@ -12,6 +12,15 @@ weights cost the same FLOPs as trained ones, so the timings hold for the real SD
 number of drag steps does not: point tracking on random features decides when the handles
 "arrive", so look at drag steps per second rather than the optimisation total).
 
+Each repeat times a first edit (a fresh LoRA cache: the LoRA is trained and the image inverted)
+and a re-drag of the same image (LoRA and inversion reused). Then the floor: each kind of UNet pass
+a stage makes, timed alone in plain PyTorch (the model's weights and dtype, eager), times that
+stage's steps: a LoRA step of batch lora_batch_size (forward, backward to the LoRA weights, AdamW),
+a forward of batch 1 (inversion), a forward and backward to the latent of batch 1 (drag), a forward
+of batch 2 (denoising: original and edited rows). A stage's ratio to its floor is what it spends
+beyond the UNet work it cannot avoid. (Without a mask the drag's loss reads only the features of
+one decoder block, so its backward skips the UNet's last blocks and its ratio can be below 1.)
+
 The settings are the reference defaults (dragwidget.DragConfig: 80 LoRA steps of batch 4, 50 DDIM
 steps at strength 0.7, at most 80 drag steps) unless changed with the options. Every repeat
 trains its LoRA from scratch (a fresh cache folder) and inverts again. Timings are those
@@ -43,7 +52,8 @@ from dragwidget import DragConfig, DragEditor, DragRequest, load_model  # noqa: 
 from dragwidget.tiny_model import build_sd15_architecture_model, build_tiny_model  # noqa: E402
 
 STAGES = ("lora", "inversion", "optimisation", "denoise", "decode")
-MEMORY_STAGES = ("lora", "inversion", "drag", "denoise", "decode")
+FLOOR_PASSES = {"lora": "LoRA step", "inversion": "forward, batch 1", "optimisation": "forward+backward to the latent",
+                "denoise": "forward, batch 2"}
 
 
 def parse_size(text: str):
@@ -97,6 +107,76 @@ class MemoryByStage:
         self._close()
         self.stage = None
         return self.peaks
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(work, device: torch.device, calls: int = 5) -> float:
+    """Median seconds of one call of `work` after two warm-up calls."""
+    for _ in range(2):
+        work()
+    times = []
+    for _ in range(calls):
+        synchronize(device)
+        started = time.perf_counter()
+        work()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def unet_pass_seconds(model, config: DragConfig, width: int, height: int) -> dict:
+    """Seconds of one UNet pass of each kind a stage makes, the UNet alone (see the module docstring)."""
+    unet, device = model.unet, model.device
+    factor = model.vae_scale_factor
+    shape = (unet.config.in_channels, height // factor, width // factor)
+    text = torch.zeros(1, model.tokenizer.model_max_length, unet.config.cross_attention_dim, device=device)
+    timestep = torch.tensor(500, device=device)
+    latent = torch.randn(1, *shape, device=device)
+
+    def forward(batch):
+        with torch.no_grad(), model.autocast():
+            unet(latent.expand(batch, *shape), timestep, encoder_hidden_states=text.expand(batch, -1, -1))
+
+    def drag_pass():
+        variable = latent.clone().requires_grad_(True)
+        with model.autocast():
+            output = unet(variable, timestep, encoder_hidden_states=text).sample
+        output.float().square().mean().backward()
+
+    seconds = {"inversion": seconds_per_call(lambda: forward(1), device),
+               "optimisation": seconds_per_call(drag_pass, device),
+               "denoise": seconds_per_call(lambda: forward(2), device)}
+
+    # The LoRA step trains the adapter the edits left installed (the stages ran with it active too).
+    parameters = [p for name, p in unet.named_parameters() if "lora_" in name]
+    if not parameters:
+        return seconds          # no LoRA steps were asked for
+    for parameter in parameters:
+        parameter.data = parameter.data.float()
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(parameters, lr=config.lora_lr, fused=True if device.type == "cuda" else None)
+    batch = config.lora_batch_size
+    latents = torch.randn(batch, *shape, device=device)
+
+    def lora_step():
+        with model.autocast():
+            output = unet(latents, timestep, encoder_hidden_states=text.expand(batch, -1, -1)).sample
+        output.float().square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    unet.train()
+    try:
+        seconds["lora"] = seconds_per_call(lora_step, device)
+    finally:
+        unet.eval()
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+    return seconds
 
 
 def main(argv=None) -> int:
@@ -154,31 +234,43 @@ def main(argv=None) -> int:
         for repeat in range(args.repeats):
             with tempfile.TemporaryDirectory(prefix="dragwidget-bench-cache-") as cache:
                 editor = DragEditor(model, config=config, cache_dir=cache)   # fresh cache: the LoRA is trained
-                memory = MemoryByStage(model.device)
-                started = time.perf_counter()
-                result = editor.run(DragRequest(picture, points, prompt="a red disc", config=config), progress=memory)
-                total = time.perf_counter() - started
-                peaks = memory.finish()
-            row = {stage: result.timings.get(stage, 0.0) for stage in STAGES}
-            row["steps"] = result.steps
-            row["steps_per_second"] = result.timings.get("optimisation_steps_per_second", 0.0)
-            row["total"] = total
-            row["memory"] = peaks
+                row = {}
+                for kind in ("first edit", "re-drag"):
+                    memory = MemoryByStage(model.device)
+                    started = time.perf_counter()
+                    result = editor.run(DragRequest(picture, points, prompt="a red disc", config=config), progress=memory)
+                    total = time.perf_counter() - started
+                    row[kind] = {stage: result.timings.get(stage, 0.0) for stage in STAGES}
+                    row[kind].update(steps=result.steps, total=total, memory=memory.finish(),
+                                     steps_per_second=result.timings.get("optimisation_steps_per_second", 0.0))
             rows.append(row)
-            print(f"\nrun {repeat + 1}/{args.repeats}: {format_row(row)}")
+            print(f"\nrun {repeat + 1}/{args.repeats}: first edit: {format_row(row['first edit'])}\n"
+                  f"{'':>{len(f'run {repeat + 1}/{args.repeats}: ')}}re-drag:    {format_row(row['re-drag'])}")
 
+        floor = unet_pass_seconds(model, config, width, height)
+        steps = {"lora": config.lora_steps, "inversion": config.inversion_steps,
+                 "optimisation": rows[0]["first edit"]["steps"], "denoise": config.inversion_steps}
         memory_kind = "CUDA max_memory_allocated" if model.device.type == "cuda" else "peak RSS (maxrss, cumulative)"
-        print(f"\n{'stage':<22}{'seconds (median)':>18}{'min':>10}{'max':>10}   peak memory, MiB ({memory_kind})")
+        median = lambda kind, stage: statistics.median(row[kind][stage] for row in rows)
+        print(f"\nmedians of {len(rows)} run(s); floor = one UNet pass of the stage's kind alone x its steps; "
+              f"peak memory in MiB ({memory_kind})")
+        print(f"{'stage':<14}{'first edit s':>14}{'re-drag s':>11}{'floor s':>10}{'ratio':>7}{'peak MiB':>10}   floor pass")
         for stage in STAGES:
-            values = [row[stage] for row in rows]
+            first, again = median("first edit", stage), median("re-drag", stage)
+            stage_floor = floor[stage] * steps[stage] if stage in floor else None
             memory_stage = "drag" if stage == "optimisation" else stage
-            peak = max(row["memory"].get(memory_stage, 0.0) for row in rows)
-            print(f"{stage:<22}{statistics.median(values):>18.3f}{min(values):>10.3f}{max(values):>10.3f}   {peak:10.0f}")
-        rates = [row["steps_per_second"] for row in rows]
-        print(f"{'drag steps / second':<22}{statistics.median(rates):>18.2f}{min(rates):>10.2f}{max(rates):>10.2f}"
-              f"   ({rows[0]['steps']} steps per run)")
-        totals = [row["total"] for row in rows]
-        print(f"{'total edit':<22}{statistics.median(totals):>18.3f}{min(totals):>10.3f}{max(totals):>10.3f}")
+            peak = max(row[kind]["memory"].get(memory_stage, 0.0) for row in rows for kind in row)
+            ratio = f"{first / stage_floor:>7.2f}" if stage_floor else f"{'':>7}"
+            floor_text = f"{stage_floor:>10.3f}" if stage_floor else f"{'':>10}"
+            how = f"{FLOOR_PASSES[stage]}: {floor[stage] * 1000:.1f} ms x {steps[stage]}" if stage in floor else ""
+            print(f"{stage:<14}{first:>14.3f}{again:>11.3f}{floor_text}{ratio}{peak:>10.0f}   {how}")
+        first_total, again_total = median("first edit", "total"), median("re-drag", "total")
+        first_floor = sum(floor[stage] * steps[stage] for stage in floor)   # no LoRA floor when lora_steps is 0
+        again_floor = floor["optimisation"] * steps["optimisation"] + floor["denoise"] * steps["denoise"]
+        print(f"{'total':<14}{first_total:>14.3f}{again_total:>11.3f}{first_floor:>10.3f}{first_total / first_floor:>7.2f}"
+              f"            re-drag: floor {again_floor:.3f} s, ratio {again_total / again_floor:.2f}")
+        rates = [row["first edit"]["steps_per_second"] for row in rows]
+        print(f"drag steps / second: {statistics.median(rates):.2f} ({rows[0]['first edit']['steps']} steps per run)")
         overall = torch.cuda.max_memory_allocated() / 2 ** 20 if model.device.type == "cuda" else peak_rss_mib()
         print(f"peak memory of the whole process: {overall:.0f} MiB"
               + (f"; peak RSS {peak_rss_mib():.0f} MiB" if model.device.type == "cuda" else ""))

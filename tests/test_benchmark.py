@@ -3,6 +3,8 @@
 import runpy
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_stages.py"
 
 
@@ -13,8 +15,13 @@ def test_bench_stages_runs_and_prints_every_stage(tiny_model_dir, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "image 40x24; LoRA 1 steps" in out
-    table = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
-    for stage in ("lora", "inversion", "optimisation", "denoise", "decode"):
-        seconds = float(table[stage].split()[1])
-        assert seconds >= 0
+    table = {line.split()[0]: line.split() for line in out.splitlines() if line[:1].isalpha()}
+    for stage in ("lora", "inversion", "optimisation", "denoise"):
+        first, again, floor, ratio = (float(value) for value in table[stage][1:5])
+        assert first > 0 and floor > 0
+        assert ratio == pytest.approx(first / floor, abs=0.01)
+        assert (again == 0) == (stage in ("lora", "inversion"))   # a re-drag trains and inverts nothing
+    assert "LoRA step:" in " ".join(table["lora"]) and " x 1" in " ".join(table["lora"])
+    first_total, again_total, floor_total = (float(value) for value in table["total"][1:4])
+    assert again_total < first_total and floor_total > 0
     assert "drag steps / second" in out and "peak memory of the whole process" in out

@@ -123,9 +123,8 @@ def optimize_latent(
             initial_features = features.detach()
             initial_previous = scheduler.step(noise.detach().float(), scheduler_timestep, latent.detach()).prev_sample
         else:
-            tracked = as_points(track_points(initial_features, features, initial_handles, handles,
+            handles = as_points(track_points(initial_features, features, initial_handles, handles,
                                              config.tracking_radius))
-            handles = torch.where(arrived, handles, tracked)
             arrived = arrived | all_reached(handles, targets, config.reach_threshold)
         preview = ()
         if step > 0 and config.preview_every and step % config.preview_every == 0:

@@ -23,7 +23,7 @@ from .loading import DiffusionModel
 ADAPTER_NAME = "dragwidget_identity"
 
 
-def _lora_config(config: DragConfig):
+def lora_config(config: DragConfig):
     from peft import LoraConfig
 
     return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
@@ -44,7 +44,7 @@ def install_lora(unet, weights: Optional[Dict[str, torch.Tensor]], config: DragC
         unet.delete_adapters(ADAPTER_NAME)
         present = None
     if present is None:
-        unet.add_adapter(_lora_config(config), adapter_name=ADAPTER_NAME)
+        unet.add_adapter(lora_config(config), adapter_name=ADAPTER_NAME)
     result = set_peft_model_state_dict(unet, weights, adapter_name=ADAPTER_NAME)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
@@ -68,7 +68,7 @@ def _fresh_adapter_shapes(unet_class, unet_config: str, rank: int, alpha: int, t
 
     with torch.device("meta"):
         blank = unet_class.from_config(json.loads(unet_config))
-    blank.add_adapter(_lora_config(DragConfig(lora_rank=rank, lora_alpha=alpha, lora_target_modules=targets)),
+    blank.add_adapter(lora_config(DragConfig(lora_rank=rank, lora_alpha=alpha, lora_target_modules=targets)),
                       adapter_name=ADAPTER_NAME)
     return {name: tuple(tensor.shape)
             for name, tensor in get_peft_model_state_dict(blank, adapter_name=ADAPTER_NAME).items()}
@@ -115,7 +115,7 @@ def train_identity_lora(
         unet.delete_adapters(ADAPTER_NAME)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.lora_seed)  # the LoRA "A" matrices are initialised from the global RNG
-        unet.add_adapter(_lora_config(config), adapter_name=ADAPTER_NAME)
+        unet.add_adapter(lora_config(config), adapter_name=ADAPTER_NAME)
     unet.set_adapter(ADAPTER_NAME)
     unet.enable_adapters()  # a drag without LoRA (0 steps, generated image) may have disabled them
     parameters = [p for name, p in unet.named_parameters() if "lora_" in name]
