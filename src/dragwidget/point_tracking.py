@@ -33,17 +33,18 @@ def track_points(
     never reads a position back to the host (that would stall a GPU every step).
     """
     _, _, height, width = features.shape
+
+    def flat_index(points):   # (x, y) -> index into a flattened map, clamped to the map
+        return (points[..., 1].clamp(0, height - 1) * width + points[..., 0].clamp(0, width - 1)).long()
+
     start = as_points(initial_handles).round()
     current = as_points(handles).round()
-    bounds = torch.tensor([width - 1, height - 1], device=features.device, dtype=start.dtype)
-    flat_initial, flat = initial_features[0].flatten(1), features[0].flatten(1)
-    start = torch.minimum(start.clamp_min(0), bounds)
-    reference = flat_initial[:, (start[:, 1] * width + start[:, 0]).long()]               # C x N
+    reference = initial_features[0].flatten(1)[:, flat_index(start)]                      # C x N
     # Candidate positions in row-major window order, so that ties resolve as a window scan would.
     candidates = current[:, None, :] + patch_offsets(radius, features.device)[None]        # N x K x 2
-    inside = ((candidates >= 0) & (candidates <= bounds)).all(dim=-1)
-    clamped = torch.minimum(candidates.clamp_min(0), bounds)
-    window = flat[:, (clamped[..., 1] * width + clamped[..., 0]).long()]                  # C x N x K
+    x, y = candidates.unbind(-1)
+    inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    window = features[0].flatten(1)[:, flat_index(candidates)]                            # C x N x K
     distance = (window - reference[:, :, None]).abs().sum(dim=0).masked_fill(~inside, float("inf"))
     best = distance.argmin(dim=1)
     found = candidates[torch.arange(len(best), device=best.device), best]
