@@ -19,13 +19,18 @@ def decoder_block(unet, block: int):
     return blocks[block]
 
 
-def unet_with_features(unet, latents, timestep, text_embedding, block: int, size: Tuple[int, int]):
-    """Run the UNet once; return (noise prediction, features of `up_blocks[block]` at `size`)."""
+def unet_with_block_output(unet, latents, timestep, text_embedding, block: int):
+    """Run the UNet once; return (noise prediction, output of `up_blocks[block]` at its own size)."""
     captured = []
     hook = decoder_block(unet, block).register_forward_hook(lambda module, inputs, output: captured.append(output))
     try:
         noise = unet(latents, timestep, encoder_hidden_states=text_embedding).sample
     finally:
         hook.remove()
-    features = F.interpolate(captured[0].float(), size=size, mode="bilinear", align_corners=False)
-    return noise, features
+    return noise, captured[0]
+
+
+def unet_with_features(unet, latents, timestep, text_embedding, block: int, size: Tuple[int, int]):
+    """Run the UNet once; return (noise prediction, features of `up_blocks[block]` at `size`)."""
+    noise, features = unet_with_block_output(unet, latents, timestep, text_embedding, block)
+    return noise, F.interpolate(features.float(), size=size, mode="bilinear", align_corners=False)
