@@ -11,3 +11,10 @@ if ! python3 -c "import torch" 2>/dev/null; then
 fi
 extra=${1:+"[$1]"}
 python3 -m pip install --quiet -e ".${extra}"
+if [ "${1:-}" = "test" ]; then
+    # The DragBench tests run the lpips package on an AlexNet-shaped backbone they build themselves.
+    # --no-deps: lpips requires torchvision, and PyPI's torchvision does not import beside every
+    # torch build (the local CPU wheel here, for one); a torchvision that fails to import also
+    # breaks transformers, which imports it when it is installed.
+    python3 -m pip install --quiet --no-deps "lpips==0.1.4"
+fi

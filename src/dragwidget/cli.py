@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-from .config import DEFAULT_MODEL, check_setting, parse_setting
+from .cli_inputs import check_output_file, check_output_folder, settings_changes, sweep_values, whole_number
+from .config import DEFAULT_MODEL
+from .dragbench.commands import add_dragbench_parsers
 from .errors import DragCancelled, DragWidgetError, InputError
 from .toy.train_options import DESCRIPTION as TRAIN_DESCRIPTION
 from .toy.train_options import add_arguments as add_training_arguments
@@ -22,7 +23,6 @@ EXIT_BAD_INPUT = 2
 # options that are shorthands for a DragConfig setting: argparse dest -> setting
 EDIT_OPTIONS = {"seed": "seed", "lora_steps": "lora_steps", "drag_steps": "max_drag_steps"}
 FEATURES_OPTIONS = {"lora_steps": "lora_steps"}
-COMMON_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,76 +95,6 @@ def edit(args) -> int:
                                       "prompt": args.prompt, **result.report()}, indent=2))
         print(f"wrote {report}")
     return 0
-
-
-def settings_changes(args, options: Dict[str, str]) -> dict:
-    """DragConfig changes from shorthand `options` (argparse dest -> setting) and `--set KEY=VALUE`,
-    each read and checked by the setting's type and range; a setting given twice is an error."""
-    changes, spelled = {}, {}
-
-    def add(name, given, check, value):
-        try:
-            checked = check(name, value)
-        except InputError as error:
-            raise InputError(f"{given}: {error}") from None
-        if name in changes:
-            raise InputError(f"{name} is given twice ({spelled[name]} and {given}); give it once")
-        changes[name], spelled[name] = checked, given
-
-    for dest, name in options.items():
-        value = getattr(args, dest)
-        if value is not None:
-            add(name, f"--{dest.replace('_', '-')} {value}", check_setting, value)
-    for assignment in args.set or []:
-        key, separator, text = assignment.partition("=")
-        if not separator:
-            raise InputError(f"--set expects KEY=VALUE, got {assignment!r}")
-        add(key.strip(), f"--set {assignment}", parse_setting, text)
-    return changes
-
-
-def check_output_file(path: Path, option: str, image: bool = False) -> None:
-    """Fail now, not after the edit, when `path` cannot be written (as an image, with `image`)."""
-    if path.is_dir():
-        raise InputError(f"{option} {path} is a folder; give a file name" + (f" such as {path / 'edited.png'}" if image else ""))
-    if image:
-        from PIL import Image
-
-        writable = {ext for ext, format in Image.registered_extensions().items() if format in Image.SAVE}
-        if path.suffix.lower() not in writable:
-            raise InputError(f"{option} {path}: Pillow cannot write {path.suffix or 'a file without extension'!r}; "
-                             f"use one of {', '.join(e for e in COMMON_IMAGE_EXTENSIONS if e in writable)}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"{option} {path}: no permission to overwrite this file")
-    check_output_folder(path.parent, f"{option} {path}")
-
-
-def check_output_folder(folder: Path, option: str) -> None:
-    """The folder exists and can be written to, or can be created."""
-    existing = folder
-    while not existing.exists():          # folders that will be created: their first existing ancestor decides
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"{option}: cannot create the folder {folder}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option}: no permission to write in the folder {existing}")
-
-
-def sweep_values(args) -> Dict[str, list]:
-    """`--sweep KEY=V1,V2,...` options as {setting: [typed values]}, each value checked as `--set` would."""
-    sweeps: Dict[str, list] = {}
-    for text in args.sweep or []:
-        key, separator, values = text.partition("=")
-        key = key.strip()
-        if not separator or not values.strip():
-            raise InputError(f"--sweep expects KEY=V1,V2,..., got {text!r}")
-        if key in sweeps:
-            raise InputError(f"--sweep {key} is given twice; list all its values in one --sweep")
-        try:
-            sweeps[key] = [parse_setting(key, value) for value in values.split(",")]
-        except InputError as error:
-            raise InputError(f"--sweep {text}: {error}") from None
-    return sweeps
 
 
 def bench_shapes(args) -> int:
@@ -263,20 +193,6 @@ def _int_list(text: Optional[str], option: str) -> Optional[List[int]]:
         raise ValueError(f"{option} expects comma-separated integers such as 1,2,3, got {text!r}") from None
 
 
-def whole_number(low: int):
-    """argparse type: an integer >= `low`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dragwidget", description="DragDiffusion point-based image editing.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -317,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "and write one row per value to OUT/sweep.json, e.g. --sweep inversion_strength=0.4,0.5,0.7 "
                                     "(repeatable: each sweep varies its own setting)")
     shapes_parser.set_defaults(run=bench_shapes)
+    add_dragbench_parsers(suites, commands, _Parser)
 
     features_parser = commands.add_parser(
         "features", help="PCA of UNet decoder-block features across inversion steps (why block 2 at step 35)")
