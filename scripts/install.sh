@@ -14,7 +14,7 @@ python3 -m pip install --quiet -e ".${extra}"
 if [ "${1:-}" = "test" ]; then
     # The DragBench tests run the lpips package on an AlexNet-shaped backbone they build themselves.
     # --no-deps: lpips requires torchvision, and PyPI's torchvision does not import beside every
-    # torch build (the local CPU wheel here, for one); a torchvision that fails to import also
-    # breaks transformers, which imports it when it is installed.
+    # torch build (the local CPU wheel here, for one), and one that fails to import breaks
+    # diffusers too (measured: loading the toy model then fails in transformers' imports).
     python3 -m pip install --quiet --no-deps "lpips==0.1.4"
 fi
