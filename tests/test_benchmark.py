@@ -19,7 +19,8 @@ def test_bench_stages_runs_and_prints_every_stage(tiny_model_dir, capsys):
     for stage in ("lora", "inversion", "optimisation", "denoise"):
         first, again, floor, ratio = (float(value) for value in table[stage][1:5])
         assert first > 0 and floor > 0
-        assert ratio == pytest.approx(first / floor, abs=0.01)
+        # the printed seconds are rounded to 1 ms, which moves a ratio of small numbers
+        assert ratio == pytest.approx(first / floor, rel=0.0006 / floor + 0.0006 / first, abs=0.01)
         assert (again == 0) == (stage in ("lora", "inversion"))   # a re-drag trains and inverts nothing
     assert "LoRA step:" in " ".join(table["lora"]) and " x 1" in " ".join(table["lora"])
     first_total, again_total, floor_total = (float(value) for value in table["total"][1:4])

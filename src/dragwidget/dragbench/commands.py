@@ -38,7 +38,7 @@ def bench_dragbench(args) -> int:
     every_sample = find_samples(Path(args.data))
     samples = select_shard(every_sample, *shard)
     scores_rows = bool(sweeps) and shard == (1, 1)   # a shard's sweep is scored once every shard has finished
-    metrics = parse_metrics(args.metrics) if scores_rows else []
+    metrics = parse_metrics(args.metrics)
 
     from ..editor import DragEditor
 
@@ -74,7 +74,9 @@ def bench_dragbench(args) -> int:
         print("a sharded sweep is scored when every shard has finished: "
               f"dragwidget eval dragbench --data {args.data} --results {out}/KEY=VALUE")
     if rows:
-        (out / "sweep.json").write_text(json.dumps({"model": args.model, "metrics": metrics, "rows": rows}, indent=2))
+        dift = scorers["dift"][1].to_dict() if scorers["dift"] is not None else None
+        (out / "sweep.json").write_text(json.dumps({"model": args.model, "metrics": metrics, "dift": dift, "rows": rows},
+                                                   indent=2))
         for row in rows:
             print(f"{row['setting']}={row['value']}: " + ", ".join(
                 f"{name.upper()} {row[name]:.3f}" for name in metrics if row.get(name) is not None))
@@ -84,9 +86,9 @@ def bench_dragbench(args) -> int:
 
 def load_scorers(metrics: List[str], args) -> dict:
     """What `dragbench.metrics.evaluate` needs for these metrics (LPIPS first: it fails fast when missing)."""
+    from ..loading import default_device
     from .dift import load_dift
     from .metrics import load_lpips
-    from ..loading import default_device
 
     device = args.device or default_device()
     return {"lpips_model": load_lpips(device) if "if" in metrics else None,

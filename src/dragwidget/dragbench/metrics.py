@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..cpu_threads import use_cpu_threads
 from ..errors import DragWidgetError
 from .bench_run import RESULT_IMAGE
 from .dift import DIFT_SEED, DiftSettings, dift_features
@@ -111,6 +112,8 @@ def evaluate(samples: List[DragBenchSample], results: Path, metrics: Sequence[st
     `dift`: (model, DiftSettings) from `dift.load_dift`, needed for MD; `lpips_model`, for IF.
     """
     rows, missing = [], []
+    if dift is not None:
+        use_cpu_threads(dift[0].device, dift[0].unet)   # the engine's per-model choice (README, Hardware)
     for sample in samples:
         edited_path = Path(results) / sample.relative / RESULT_IMAGE
         try:
