@@ -255,3 +255,22 @@ def test_a_sweep_writes_one_scored_row_per_setting(tmp_path):
     assert all((out / f"max_drag_steps={v}" / "c" / "case_000" / RESULT_IMAGE).is_file() for v in (1, 4))
     # one drag step barely moves anything: the content stays about one drag length from the targets
     assert rows[0]["md"] == pytest.approx(rows[0]["drag_length"], rel=0.3)
+
+
+def test_an_interrupted_command_says_how_to_go_on(bench_folder, tmp_path, monkeypatch, capsys):
+    from dragwidget.dragbench import bench_run
+
+    finished_one = bench_run.edit_sample
+
+    def edit_then_interrupt(editor, sample, out, config, calls=[]):
+        calls.append(sample)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return finished_one(editor, sample, out, config)
+
+    monkeypatch.setattr(bench_run, "edit_sample", edit_then_interrupt)
+    out = tmp_path / "out"
+    assert main(["bench", "dragbench", "--data", str(bench_folder), "--model", "toy", "--out", str(out), *FAST]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 1 of 4 samples" in err and "with --resume" in err
+    assert (out / "animals" / "cat_1" / RESULT_INFO).is_file() and not (out / "animals" / "cat_2").exists()

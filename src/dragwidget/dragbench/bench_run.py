@@ -34,7 +34,7 @@ def finished(out: Path, sample: DragBenchSample) -> bool:
 
 
 def _write_atomically(path: Path, write) -> None:
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")   # two processes never share one
     write(partial)
     os.replace(partial, path)
 

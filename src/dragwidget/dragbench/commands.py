@@ -58,7 +58,13 @@ def bench_dragbench(args) -> int:
                 elif status == "done":
                     bar.set_postfix_str(f"{sample.name}: {details['seconds']:.1f} s")
 
-            summary = run_dragbench(editor, samples, folder, config, resume=args.resume, on_sample=on_sample)
+            try:
+                summary = run_dragbench(editor, samples, folder, config, resume=args.resume, on_sample=on_sample)
+            except KeyboardInterrupt:
+                bar.close()
+                print(f"dragwidget: interrupted after {bar.n} of {len(samples)} samples; finished ones are kept: "
+                      "run the same command with --resume to go on", file=sys.stderr)
+                return 130
         summary.update(shard=f"{shard[0]}/{shard[1]}", samples=len(samples), model=args.model, config=config.to_dict())
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"run_shard{shard[0]}of{shard[1]}.json").write_text(json.dumps(summary, indent=2))
