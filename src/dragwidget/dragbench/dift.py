@@ -16,8 +16,9 @@ from typing import Optional
 import torch
 
 from ..encoding import encode_image, encode_prompt
+from ..errors import ModelNotFoundError
 from ..loading import DiffusionModel, load_model, resolve_model
-from ..unet_features import unet_with_block_output
+from ..unet_features import decoder_block, unet_with_block_output
 from . import DIFT_MODEL
 
 DIFT_TIMESTEP = 261
@@ -43,6 +44,14 @@ class DiftSettings:
 def load_dift(name: str = DIFT_MODEL, device=None, timestep: Optional[int] = None, block: Optional[int] = None,
               ensemble: Optional[int] = None):
     """(model in float32, as the reference runs DIFT; settings: given > the folder's file > the paper's)."""
+    try:
+        return _load_dift(name, device, timestep, block, ensemble)
+    except ModelNotFoundError as error:
+        # the loader's advice names `--model`, the editing model's option
+        raise ModelNotFoundError("the DIFT model for MD (--dift-model): " + str(error).replace("`--model ", "`--dift-model ")) from None
+
+
+def _load_dift(name, device, timestep, block, ensemble):
     where, is_local = resolve_model(name)
     shipped = {}
     if is_local and (Path(where) / DIFT_SETTINGS_FILE).is_file():
@@ -52,7 +61,9 @@ def load_dift(name: str = DIFT_MODEL, device=None, timestep: Optional[int] = Non
         timestep=timestep if timestep is not None else shipped.get("timestep", DIFT_TIMESTEP),
         block=block if block is not None else shipped.get("block", DIFT_BLOCK),
         ensemble=ensemble if ensemble is not None else shipped.get("ensemble", DIFT_ENSEMBLE))
-    return load_model(name, device=device, dtype=torch.float32), settings
+    model = load_model(name, device=device, dtype=torch.float32)
+    decoder_block(model.unet, settings.block)   # a block this UNet lacks fails now, with the blocks it has
+    return model, settings
 
 
 @torch.no_grad()
