@@ -16,9 +16,9 @@ from typing import Optional
 import torch
 
 from ..encoding import encode_image, encode_prompt
-from ..errors import ModelNotFoundError
+from ..errors import InputError, ModelNotFoundError
 from ..loading import DiffusionModel, load_model, resolve_model
-from ..unet_features import decoder_block, unet_with_block_output
+from ..unet_features import unet_with_block_output
 from . import DIFT_MODEL
 
 DIFT_TIMESTEP = 261
@@ -62,7 +62,10 @@ def _load_dift(name, device, timestep, block, ensemble):
         block=block if block is not None else shipped.get("block", DIFT_BLOCK),
         ensemble=ensemble if ensemble is not None else shipped.get("ensemble", DIFT_ENSEMBLE))
     model = load_model(name, device=device, dtype=torch.float32)
-    decoder_block(model.unet, settings.block)   # a block this UNet lacks fails now, with the blocks it has
+    blocks = len(model.unet.up_blocks)
+    if not 0 <= settings.block < blocks:   # fail now, not at the first sample
+        raise InputError(f"DIFT block {settings.block} (--dift-block) does not exist: {name} has {blocks} "
+                         f"decoder blocks (0..{blocks - 1})")
     return model, settings
 
 
