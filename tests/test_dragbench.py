@@ -274,3 +274,24 @@ def test_an_interrupted_command_says_how_to_go_on(bench_folder, tmp_path, monkey
     err = capsys.readouterr().err
     assert "interrupted after 1 of 4 samples" in err and "with --resume" in err
     assert (out / "animals" / "cat_1" / RESULT_INFO).is_file() and not (out / "animals" / "cat_2").exists()
+
+
+@pytest.mark.parametrize("command, message", [
+    (["bench", "dragbench", "--out", "{tmp}/o", "--shard", "3/2"], "--shard expects i/n with 1 <= i <= n"),
+    (["bench", "dragbench", "--out", "{tmp}/o", "--sweep", "lora_steps="], "--sweep expects KEY=V1,V2"),
+    (["eval", "dragbench", "--results", "{tmp}", "--metrics", "if,ssim"], "--metrics takes a comma-separated list"),
+    (["eval", "dragbench", "--results", "{tmp}/nothing"], "--results {tmp}/nothing: not a folder"),
+    (["eval", "dragbench", "--results", "{tmp}", "--metrics", "md", "--dift-model", "toy", "--dift-block", "7"],
+     "DIFT block 7 (--dift-block) does not exist: toy has 4 decoder blocks"),
+])
+def test_bad_options_are_refused_with_a_specific_message(bench_folder, tmp_path, capsys, command, message):
+    args = [part.format(tmp=tmp_path) for part in command] + ["--data", str(bench_folder)]
+    assert main(args) == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_a_folder_without_samples_says_what_a_sample_is(tmp_path, capsys):
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    assert main(["bench", "dragbench", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no DragBench samples found: a sample is a folder with original_image.png and meta_data.pkl" in \
+        capsys.readouterr().err
