@@ -130,6 +130,8 @@ def seconds_per_call(work, device: torch.device, calls: int = 5) -> float:
 
 def unet_pass_seconds(model, config: DragConfig, width: int, height: int) -> dict:
     """Seconds of one UNet pass of each kind a stage makes, the UNet alone (see the module docstring)."""
+    from diffusers.training_utils import cast_training_params
+
     unet, device = model.unet, model.device
     factor = model.vae_scale_factor
     shape = (unet.config.in_channels, height // factor, width // factor)
@@ -156,8 +158,8 @@ def unet_pass_seconds(model, config: DragConfig, width: int, height: int) -> dic
     if not parameters:
         return seconds          # no LoRA steps were asked for
     for parameter in parameters:
-        parameter.data = parameter.data.float()
         parameter.requires_grad_(True)
+    cast_training_params(unet, dtype=torch.float32)   # as lora_finetuning trains them
     optimizer = torch.optim.AdamW(parameters, lr=config.lora_lr, fused=True if device.type == "cuda" else None)
     batch = config.lora_batch_size
     latents = torch.randn(batch, *shape, device=device)
