@@ -144,17 +144,19 @@ def test_no_step_loop_synchronises_with_the_host_per_step(tiny_model_dir, tmp_pa
     mask = np.zeros((64, 64), bool)
     mask[10:50, 10:60] = True
 
+    drag = [((8, 30), (56, 30))]   # 24 grid pixels: tracking (3 per step at most) cannot arrive within 6 steps
+
     def synchronising_calls(steps):
         config = DragConfig(num_inference_steps=2 * steps, inversion_strength=0.5, lora_steps=steps,
                             lora_batch_size=2, max_drag_steps=steps, reach_threshold=0.01, working_width=64)
         editor = DragEditor(model, config=config, cache_dir=tmp_path / str(steps))
-        editor.run(DragRequest(picture, [((20, 30), (44, 30))], mask, "a red disc"))   # warm-up: one-off syncs
+        editor.run(DragRequest(picture, drag, mask, "a red disc"))   # warm-up: one-off syncs
         torch.cuda.set_sync_debug_mode("warn")
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 result = DragEditor(model, config=config, cache_dir=tmp_path / f"{steps}b").run(
-                    DragRequest(picture, [((20, 30), (44, 30))], mask, "a red disc"))
+                    DragRequest(picture, drag, mask, "a red disc"))
         finally:
             torch.cuda.set_sync_debug_mode(0)
         assert result.steps == steps
