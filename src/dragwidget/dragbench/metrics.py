@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..cpu_threads import use_cpu_threads
+from ..encoding import image_to_tensor
 from ..errors import DragWidgetError
 from .bench_run import RESULT_IMAGE
 from .dift import DIFT_SEED, DiftSettings, dift_features
@@ -41,11 +42,6 @@ PAPER_RESULTS = {"DragDiffusion (paper)": (33.7, 0.89), "DragGAN": (58.0, 0.69),
 
 class MissingMetricError(DragWidgetError):
     """A metric cannot be computed here: what is missing and how to get it."""
-
-
-def to_pixels(image: Image.Image, device) -> torch.Tensor:
-    array = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32))
-    return (array / 127.5 - 1).permute(2, 0, 1).unsqueeze(0).to(device)
 
 
 def alexnet_weights_path() -> Path:
@@ -77,7 +73,7 @@ def load_lpips(device):
 def image_fidelity(lpips_model, original: Image.Image, edited: Image.Image) -> float:
     device = next(lpips_model.parameters()).device
     edited = edited.resize(original.size, Image.BILINEAR)
-    pair = [F.interpolate(to_pixels(image, device), (LPIPS_SIZE, LPIPS_SIZE), mode="bilinear")
+    pair = [F.interpolate(image_to_tensor(image, device), (LPIPS_SIZE, LPIPS_SIZE), mode="bilinear")
             for image in (original, edited)]
     return 1.0 - float(lpips_model(*pair).flatten()[0])
 
@@ -91,7 +87,7 @@ def point_distances(dift_model, settings: DiftSettings, original: Image.Image, e
     maps = []
     for image in (original, edited):
         generator = torch.Generator().manual_seed(DIFT_SEED)
-        features = dift_features(dift_model, to_pixels(image, dift_model.device), prompt, generator,
+        features = dift_features(dift_model, image_to_tensor(image, dift_model.device), prompt, generator,
                                  timestep=settings.timestep, block=settings.block, ensemble=settings.ensemble)
         maps.append(F.interpolate(features, (height, width), mode="bilinear"))
     source, target_map = maps
