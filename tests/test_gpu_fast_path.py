@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from dragwidget import DragConfig, DragEditor, DragRequest, load_model
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index
-from dragwidget.image_input import feature_grid_size
+from dragwidget.feature_grid import grid_shape
 from dragwidget.latent_optimization import optimize_latent
 from dragwidget.point_tracking import track_points
 
@@ -71,10 +71,10 @@ def drag(prepared_drag, handle, target, lag, keep_mask=None):
     outcome = optimize_latent(
         model, prepared.inverted[(config.num_inference_steps, config.inversion_steps)],
         scheduler.timesteps[drag_timestep_index(config)], scheduler, prepared.text_embedding,
-        [torch.tensor(handle)], [torch.tensor(target)], feature_grid_size(prepared.working_size, config), config,
+        [torch.tensor(handle)], [torch.tensor(target)], grid_shape(prepared.working_size, config.feature_scale), config,
         keep_mask=keep_mask, readback_lag=lag,
-        on_step=lambda step, handles, latent, noise: events.append(
-            (step, [h.tolist() for h in handles], None if latent is None else latent.clone())))
+        on_step=lambda step, handles, clean: events.append(
+            (step, [h.tolist() for h in handles], None if clean is None else clean.clone())))
     return outcome, events
 
 

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from dragwidget import DragRequest, InputError, ModelNotFoundError, PointPair, load_model
-from dragwidget.image_input import (feature_grid_size, load_image, load_mask, normalise_points, parse_points_text,
-                                    to_feature_grid, validate_prompt, working_size)
+from dragwidget.feature_grid import FeatureGrid
+from dragwidget.image_input import (load_image, load_mask, normalise_points, parse_points_text, validate_prompt,
+                                    working_size)
 
 ORIENTATION = 0x0112
 
@@ -427,12 +428,13 @@ def test_a_drag_shorter_than_the_stop_distance_is_refused_before_the_lora(editor
 
 @pytest.mark.parametrize("width,height", [(300, 200), (50, 37), (1000, 999), (64, 64), (129, 257)])
 def test_the_last_pixel_maps_into_the_feature_grid(small_config, width, height):
-    grid = feature_grid_size(working_size(width, height, 64, 8), small_config)
-    assert to_feature_grid((width - 1, height - 1), (width, height), grid) == (grid[1] - 1, grid[0] - 1)
-    assert to_feature_grid((0, 0), (width, height), grid) == (0, 0)
+    grid = FeatureGrid.for_image((width, height), working_size(width, height, 64, 8), small_config)
+    rows, columns = grid.shape
+    assert grid.to_grid((width - 1, height - 1)) == (columns - 1, rows - 1)
+    assert grid.to_grid((0, 0)) == (0, 0)
     for x in range(width):                                     # and every other point as the reference maps it
-        expected = round(x * grid[1] / width)
-        assert to_feature_grid((x, 0), (width, height), grid)[0] == min(expected, grid[1] - 1)
+        expected = round(x * columns / width)
+        assert grid.to_grid((x, 0))[0] == min(expected, columns - 1)
 
 
 def test_a_handle_on_the_last_column_stays_on_the_image(editor, make_image):

@@ -3,8 +3,9 @@
 LoRA: one forward (with gradients) per step; inversion: one forward per step; drag: one forward
 with gradients per optimisation step (the first also gives the handles' reference features) plus
 one without, which tracks the handles after the last step;
-denoise: one forward of the original and edited rows together per step; a re-drag of a prepared
-image: no LoRA and no inversion. Every call is recorded with whether gradients were on and its
+denoise: one forward of the original and edited rows together per step; the verdict: one pass of
+its ensemble for the result (and one for the original, on an image's first drag); a re-drag of a
+prepared image: no LoRA and no inversion. Every call is recorded with whether gradients were on and its
 batch size, so that a stage that silently doubled its UNet work would fail here.
 """
 
@@ -56,7 +57,9 @@ def test_each_stage_calls_the_unet_as_often_as_its_steps(counted, make_image):
     assert result.steps == config.max_drag_steps        # the target is far: every step ran
     # one forward with gradients per step, one without to track the handles after the last, then
     # denoising: original and edited rows in one batch (mutual self-attention), one call per step
-    assert drag_calls == [(True, 1)] * result.steps + [(False, 1)] + [(False, 2)] * config.inversion_steps
+    verdict = [(False, config.verdict_ensemble)] * 2      # the original's features, then the result's
+    assert drag_calls == [(True, 1)] * result.steps + [(False, 1)] + [(False, 2)] * config.inversion_steps + verdict
+    assert result.verdict.unet_passes == 2
 
 
 def test_a_redrag_of_a_prepared_image_runs_no_lora_and_no_inversion(counted, make_image):
@@ -68,5 +71,6 @@ def test_a_redrag_of_a_prepared_image_runs_no_lora_and_no_inversion(counted, mak
     again = counter.take()
     config = editor.config
     drag_and_denoise = [(True, 1)] * config.max_drag_steps + [(False, 1)] + [(False, 2)] * config.inversion_steps
-    assert len(first) == config.lora_steps + config.inversion_steps + len(drag_and_denoise)
-    assert again == drag_and_denoise
+    verdict = (False, config.verdict_ensemble)
+    assert len(first) == config.lora_steps + config.inversion_steps + len(drag_and_denoise) + 2
+    assert again == drag_and_denoise + [verdict]     # the original's verdict features are kept with the image

@@ -85,9 +85,8 @@ def edit(args) -> int:
             bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     result.image.save(out)
-    print(f"wrote {out} ({result.image.width}x{result.image.height}); handles ended at "
-          f"{[list(h) for h in result.handles]} after {result.steps} steps"
-          f"{'' if result.reached else ' (not all targets reached)'}")
+    print(f"wrote {out} ({result.image.width}x{result.image.height}) after {result.steps} drag steps; "
+          f"{'reached' if result.reached else 'NOT reached'}: {result.says}")
     if args.report:
         report = Path(args.report)
         report.parent.mkdir(parents=True, exist_ok=True)

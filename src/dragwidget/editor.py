@@ -40,13 +40,14 @@ from .encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_im
 from .errors import InputError
 from .feature_maps import extract_feature_maps
 from .generation import generate
-from .image_input import (ImageLike, PointPair, check_drag_lengths, feature_grid_size, load_image, load_mask,
-                          normalise_points, to_feature_grid, working_size)
+from .drag_verdict import Verdict, judge
+from .gooddrag import drag_and_denoise, most_trackings
+from .image_input import CheckedRequest, ImageLike, PointPair, check_drag_request, load_image, working_size
 from .host_readback import synchronize
 from .latent_optimization import optimize_latent
 from .loading import DiffusionModel, load_model
 from .progress import XY, CancelCheck, Progress, ProgressCallback, ProgressReporter
-from .run_plan import RunPlan, StageRates, rate_key
+from .run_plan import RunPlan, StageRates, StageTimer, rate_key
 
 WAIT_POLL_SECONDS = 0.1  # how often a run waiting for the model looks at its cancel check
 
@@ -84,13 +85,20 @@ class DragResult:
     pairs: List[PointPair]
     handles: List[XY]                  # where the handles ended, input-image pixels
     trajectory: List[List[XY]]         # handle positions after every step, input-image pixels
-    reached: bool
+    reached: bool                      # the verdict on the picture: every handle's content arrived, intact
+    verdict: Verdict                   # per pair: where its content was found, how far from the target, intact?
+    tracker_reached: bool              # what point tracking believed (it can be fooled: see drag_verdict)
     steps: int
     timings: Dict[str, float]
     config: DragConfig
     mask: Optional[np.ndarray]
     reused: Dict[str, str]             # what came from a cache: {"lora": ..., "inversion": ...}
     kept_outside_mask: bool = False    # the original's pixels were kept outside the mask (config.keep_outside_mask)
+
+    @property
+    def says(self) -> str:
+        """The verdict in words, e.g. "moved to 1.5 px of the target, appearance kept"."""
+        return self.verdict.describe()
 
     def report(self) -> dict:
         """Everything but the pictures, as JSON-ready data."""
@@ -100,6 +108,8 @@ class DragResult:
             "final_handles": [list(h) for h in self.handles],
             "trajectory": [[list(h) for h in step] for step in self.trajectory],
             "reached": self.reached,
+            "verdict": self.verdict.to_dict(),
+            "tracker_reached": self.tracker_reached,
             "steps": self.steps,
             "timings": self.timings,
             "reused": self.reused,
@@ -222,77 +232,90 @@ class DragEditor:
         """Drag the handles of `points` to their targets. `config` may change the drag settings;
         LoRA settings are those the image was prepared with."""
         config = config or prepared.config
-        report = ProgressReporter(progress, cancel)
-        in_width, in_height = prepared.size
-        pairs = normalise_points(points, in_width, in_height)
-        editable = load_mask(mask, in_width, in_height)
-        grid = feature_grid_size(prepared.working_size, config)
-        check_drag_lengths(pairs, prepared.size, grid, config)
-        handles = [to_feature_grid(p.handle, prepared.size, grid) for p in pairs]
-        targets = [to_feature_grid(p.target, prepared.size, grid) for p in pairs]
-        to_grid = torch.tensor([grid[1] / in_width, grid[0] / in_height])
-        to_input = lambda xy: (round(float(xy[0]) / float(to_grid[0]), 2), round(float(xy[1]) / float(to_grid[1]), 2))
+        request = check_drag_request(points, mask, prepared.size, prepared.working_size, config)
+        return self._drag(prepared, request, config, ProgressReporter(progress, cancel))
 
+    def _drag(self, prepared: PreparedImage, request: CheckedRequest, config: DragConfig,
+              report: ProgressReporter) -> DragResult:
+        grid = request.grid
+        on_device = lambda points: [torch.tensor(grid.to_grid(xy), device=self.model.device) for xy in points]
+        handles, targets = on_device(p.handle for p in request.pairs), on_device(p.target for p in request.pairs)
         # The first drag of a prepared image accounts for its preparation; later ones reuse it.
         first_drag = not prepared.dragged
         prepared.dragged = True
-        timings = {"lora": prepared.timings.get("lora", 0.0) if first_drag else 0.0}
-        self.use_prepared(prepared)
-        started = time.perf_counter()
-        latent, inversion_cached = self._inverted_latent(prepared, config, report)
-        if first_drag and inversion_cached:
-            timings["inversion"] = prepared.timings.get("inversion", 0.0)
-            inversion_cached = False
-        else:
-            timings["inversion"] = 0.0 if inversion_cached else time.perf_counter() - started
+        stage = StageTimer(self.model.device, lambda name, seconds, steps: self._record_rate(prepared, name, seconds, steps))
+        stage.timings["lora"] = prepared.timings.get("lora", 0.0) if first_drag else 0.0
 
+        # 1. The prepared image's LoRA in the UNet and its inverted latent (from memory after the first drag).
+        self.use_prepared(prepared)
+        with stage("inversion"):
+            latent, inversion_cached = self._inverted_latent(prepared, config, report)
+        if first_drag and inversion_cached:
+            stage.timings["inversion"] = prepared.timings.get("inversion", 0.0)
+            inversion_cached = False
+        elif inversion_cached:
+            stage.timings["inversion"] = 0.0
+
+        # 2. Where the drag starts: the DDIM schedule, its timestep, and what the mask keeps at latent size.
         scheduler = ddim_scheduler(self.model, config)
         start_index = drag_timestep_index(config)
-        timestep = scheduler.timesteps[start_index]
         keep_mask = None
-        if editable is not None:
-            keep_mask = 1.0 - F.interpolate(torch.from_numpy(editable).float()[None, None], size=latent.shape[-2:],
-                                            mode="nearest").to(self.model.device)
+        if request.editable is not None:
+            keep_mask = 1.0 - F.interpolate(torch.from_numpy(request.editable).float()[None, None],
+                                            size=latent.shape[-2:], mode="nearest").to(self.model.device)
 
-        def on_drag_step(step, current, current_latent, noise):
-            preview = None if current_latent is None else self._preview(scheduler, timestep, current_latent, noise)
-            report(Progress("drag", step, config.max_drag_steps, handles=[to_input(h) for h in current],
-                            preview=preview))
+        def on_drag_step(step, current, clean):
+            preview = None if clean is None else tensor_to_image(decode(self.model, clean))
+            report(Progress("drag", step, total, handles=[grid.to_image(h) for h in current], preview=preview))
 
-        report(Progress("drag", 0, config.max_drag_steps, handles=[to_input(h) for h in handles]))
+        # 3. The drag: the paper's optimisation at one timestep, or GoodDrag's drag while denoising.
+        total = config.max_drag_steps if config.method == "dragdiffusion" else most_trackings(config)
+        report(Progress("drag", 0, total, handles=[grid.to_image(h) for h in handles]))
         torch.manual_seed(config.seed)
-        on_device = lambda points: [torch.tensor(xy, device=self.model.device) for xy in points]
-        started = time.perf_counter()
-        outcome = optimize_latent(
-            self.model, latent, timestep, scheduler, prepared.text_embedding, on_device(handles), on_device(targets),
-            grid, config, keep_mask=keep_mask, guidance_scale=prepared.guidance_scale,
-            uncond_embedding=prepared.uncond_embedding, on_step=on_drag_step)
-        synchronize(self.model.device)
-        timings["optimisation"] = time.perf_counter() - started
-        timings["optimisation_steps_per_second"] = outcome.steps / timings["optimisation"] if timings["optimisation"] else 0.0
-        self._record_rate(prepared, "drag", timings["optimisation"], outcome.steps)
+        drag_inputs = dict(text_embedding=prepared.text_embedding, handles=handles, targets=targets,
+                           grid_size=grid.shape, config=config, keep_mask=keep_mask,
+                           guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
+                           on_step=on_drag_step)
+        with stage("optimisation", rate="drag" if config.method == "dragdiffusion" else "gooddrag") as steps:
+            if config.method == "dragdiffusion":
+                outcome = optimize_latent(self.model, latent, scheduler.timesteps[start_index], scheduler, **drag_inputs)
+                original, edited, resume_index = latent, outcome.latent, start_index
+            else:
+                outcome = drag_and_denoise(self.model, latent, scheduler, start_index, **drag_inputs)
+                original, edited, resume_index = outcome.original, outcome.edited, outcome.resume_index
+            steps.count = outcome.steps
+        stage.timings["optimisation_steps_per_second"] = (outcome.steps / stage.timings["optimisation"]
+                                                         if stage.timings["optimisation"] else 0.0)
 
-        started = time.perf_counter()
-        edited = denoise(self.model, scheduler, start_index, latent, outcome.latent, prepared.text_embedding, config,
-                         guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
-                         on_step=lambda step, total: report(Progress("denoise", step, total)))
-        synchronize(self.model.device)
-        timings["denoise"] = time.perf_counter() - started
-        self._record_rate(prepared, "denoise", timings["denoise"], config.inversion_steps)
+        # 4. Denoise the rest of the way, the original alongside for mutual self-attention.
+        with stage("denoise") as steps:
+            edited = denoise(self.model, scheduler, resume_index, original, edited, prepared.text_embedding, config,
+                             guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
+                             on_step=lambda step, count: report(Progress("denoise", step, count)))
+            steps.count = config.num_inference_steps - resume_index
         report.check()
-        started = time.perf_counter()
-        picture = tensor_to_image(decode(self.model, edited)).resize(prepared.size, Image.LANCZOS)
-        kept_outside_mask = config.keep_outside_mask and editable is not None
-        if kept_outside_mask:
-            picture = keep_original_outside_mask(prepared.image, picture, editable)
-        timings["decode"] = time.perf_counter() - started
-        self._record_rate(prepared, "decode", timings["decode"], 1)
+
+        # 5. Decode at the input's size (the original's own pixels outside a drawn mask, when asked).
+        with stage("decode") as steps:
+            picture = tensor_to_image(decode(self.model, edited)).resize(prepared.size, Image.LANCZOS)
+            kept_outside_mask = config.keep_outside_mask and request.editable is not None
+            if kept_outside_mask:
+                picture = keep_original_outside_mask(prepared.image, picture, request.editable)
+            steps.count = 1
         report(Progress("decode", 1, 1))
+
+        # 6. The verdict, read from the picture: where each handle's content went and whether it survived.
+        with stage("verdict"):
+            key = ("verdict", config.verdict_ensemble)
+            verdict, prepared.feature_cache[key] = judge(self.model, prepared.image, picture, request.pairs,
+                                                         prepared.prompt, config, prepared.feature_cache.get(key))
+        report(Progress("verdict", 1, 1, verdict.describe()))
         return DragResult(
-            image=picture, original=prepared.image, pairs=pairs,
-            handles=[to_input(h) for h in outcome.handles],
-            trajectory=[[to_input(h) for h in step] for step in outcome.trajectory],
-            reached=outcome.reached, steps=outcome.steps, timings=timings, config=config, mask=editable,
+            image=picture, original=prepared.image, pairs=request.pairs,
+            handles=[grid.to_image(h) for h in outcome.handles],
+            trajectory=[[grid.to_image(h) for h in step] for step in outcome.trajectory],
+            reached=verdict.reached, verdict=verdict, tracker_reached=outcome.reached, steps=outcome.steps,
+            timings=stage.timings, config=config, mask=request.editable,
             reused={"lora": prepared.lora_source if first_drag else "memory",
                     "inversion": "generation" if prepared.generated else "memory" if inversion_cached else "computed"},
             kept_outside_mask=kept_outside_mask)
@@ -306,9 +329,8 @@ class DragEditor:
         prepared = request.prepared
         if prepared is None:
             picture = _request_picture(request)
-            pairs = normalise_points(request.points, *picture.size)
-            check_drag_lengths(pairs, picture.size, feature_grid_size(self._working_size(picture.size, config), config),
-                               config)
+            checked = check_drag_request(request.points, request.mask, picture.size,
+                                         self._working_size(picture.size, config), config)
             prepared = self.prepared_for(picture, request.prompt, config)
             if prepared is None:
                 prepared = self.prepare(picture, request.prompt, config=config, progress=progress, cancel=cancel)
@@ -317,7 +339,9 @@ class DragEditor:
                     self._prepared.popitem(last=False)
             elif progress is not None:
                 progress(Progress("lora", 1, 1, "reusing the prepared image (LoRA and inversion)", cached=True))
-        return self.drag(prepared, request.points, request.mask, config=config, progress=progress, cancel=cancel)
+        else:
+            checked = check_drag_request(request.points, request.mask, prepared.size, prepared.working_size, config)
+        return self._drag(prepared, checked, config, ProgressReporter(progress, cancel))
 
     @_holds_the_model
     def feature_maps(self, request, progress: Optional[ProgressCallback] = None,
@@ -347,7 +371,12 @@ class DragEditor:
             working = picture.resize(size, Image.BILINEAR)
             needs_lora = config.lora_steps > 0 and not self._lora_cache_path(working, request.prompt, config).is_file()
         steps = {"lora": config.lora_steps if needs_lora else 0, "inversion": config.inversion_steps if inverts else 0,
-                 "drag": config.max_drag_steps, "denoise": config.inversion_steps, "decode": 1}
+                 "decode": 1}
+        if config.method == "dragdiffusion":
+            steps.update(drag=config.max_drag_steps, denoise=config.inversion_steps)
+        else:   # about one Adam step a round: most rounds end early, once the supervision loss is small
+            dragged = min(config.gooddrag_denoising_steps, config.inversion_steps)
+            steps.update(gooddrag=dragged * config.gooddrag_rounds, denoise=config.inversion_steps - dragged)
         expected, measured_here = self._rates.estimate(rate_key(self.model, size, lora_batch), steps,
                                                        self.model.shipped_stage_rates)
         return RunPlan(needs_lora=needs_lora, lora_steps=steps["lora"], steps=steps, expected_seconds=expected,
@@ -426,12 +455,6 @@ class DragEditor:
         self._record_rate(prepared, "inversion", prepared.timings["inversion"], config.inversion_steps)
         prepared.inverted[key] = latent
         return latent, False
-
-    @torch.no_grad()
-    def _preview(self, scheduler, timestep, latent, noise) -> Image.Image:
-        alpha = scheduler.alphas_cumprod[int(timestep)].to(latent)
-        clean = (latent - (1 - alpha).sqrt() * noise) / alpha.sqrt()
-        return tensor_to_image(decode(self.model, clean))
 
 
 def _request_picture(request: DragRequest) -> Image.Image:

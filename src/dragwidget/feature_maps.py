@@ -42,6 +42,7 @@ from .config import DragConfig
 from .ddim_inversion import ddim_scheduler, drag_timestep_index, invert
 from .encoding import encode_image, image_to_tensor
 from .errors import InputError
+from .feature_grid import grid_shape
 from .image_input import ImageLike, load_image
 from .progress import Progress, ProgressReporter
 from .unet_features import decoder_block, unet_with_features
@@ -160,8 +161,7 @@ def check_blocks(blocks: Optional[Sequence[int]], unet) -> List[int]:
 
 def feature_grid(working_size: Tuple[int, int], config: DragConfig, max_size: int) -> Tuple[int, int]:
     """The drag's supervision grid (h, w), shrunk to at most `max_size` on its longest side."""
-    width, height = working_size
-    h, w = max(1, round(height * config.feature_scale)), max(1, round(width * config.feature_scale))
+    h, w = grid_shape(working_size, config.feature_scale)
     shrink = min(1.0, max_size / max(h, w))
     return max(1, round(h * shrink)), max(1, round(w * shrink))
 

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .feature_grid import FeatureGrid
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 Point = Tuple[float, float]
@@ -217,36 +218,18 @@ def working_size(width: int, height: int, working_width: int, multiple: int) -> 
     return new_width, new_height
 
 
-def feature_grid_size(working: Tuple[int, int], config) -> Tuple[int, int]:
-    """(height, width) of the feature map the drag works on, for a (width, height) working size."""
-    width, height = working
-    return max(1, round(height * config.feature_scale)), max(1, round(width * config.feature_scale))
-
-
-def to_feature_grid(point: Point, image_size: Tuple[int, int], grid: Tuple[int, int]) -> Tuple[float, float]:
-    """Input pixel (x, y) -> the feature-grid cell it falls in, rounded as the reference does.
-
-    The reference's x * grid / width sends the last column(s) one past the grid's end when the
-    input is more than twice the grid's size; those are clamped onto the last cell, where their
-    content is. Every other point maps as in the reference.
-    """
-    (x, y), (width, height) = point, image_size
-    return float(min(round(x * grid[1] / width), grid[1] - 1)), float(min(round(y * grid[0] / height), grid[0] - 1))
-
-
-def check_drag_lengths(pairs: List[PointPair], image_size: Tuple[int, int], grid: Tuple[int, int], config) -> None:
+def check_drag_lengths(pairs: List[PointPair], grid: FeatureGrid, config) -> None:
     """Refuse pairs that would count as reached before moving: the drag stops as soon as every
     handle is within `config.reach_threshold` feature-grid cells of its target."""
-    cell = max(image_size[0] / grid[1], image_size[1] / grid[0])  # input pixels per grid cell
     for index, pair in enumerate(pairs, start=1):
-        handle, target = (to_feature_grid(p, image_size, grid) for p in (pair.handle, pair.target))
-        if math.dist(handle, target) < config.reach_threshold:
+        cells = grid.grid_distance(pair.handle, pair.target)
+        if cells < config.reach_threshold:
             raise InputError(
                 f"pair {index}: handle ({pair.handle[0]:g}, {pair.handle[1]:g}) -> target ({pair.target[0]:g}, "
                 f"{pair.target[1]:g}) is {math.dist(pair.handle, pair.target):.1f} px long, "
-                f"{math.dist(handle, target):g} cells of the {grid[1]}x{grid[0]} feature grid; the drag stops "
+                f"{cells:g} cells of the {grid.shape[1]}x{grid.shape[0]} feature grid; the drag stops "
                 f"when a handle is within reach_threshold={config.reach_threshold:g} cells of its target, so this "
-                f"pair would not move. Make it at least about {config.reach_threshold * cell:.1f} px long "
+                f"pair would not move. Make it at least about {config.reach_threshold * grid.cell:.1f} px long "
                 "(or lower reach_threshold)")
 
 
@@ -349,3 +332,22 @@ def load_mask(source, width: int, height: int) -> Optional[np.ndarray]:
         mask_image = mask_image.resize((width, height), Image.NEAREST)
     mask = np.asarray(mask_image) > 127
     return mask if mask.any() else None
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A drag's points and mask, checked once against its image on the way in."""
+
+    pairs: List[PointPair]
+    editable: Optional[np.ndarray]     # True = may change, at the image's size; None = no mask
+    grid: FeatureGrid
+
+
+def check_drag_request(points, mask, image_size: Tuple[int, int], working_size: Tuple[int, int],
+                       config) -> CheckedRequest:
+    """Every check of a drag's input before any work: pairs on the image, long enough for the
+    feature grid, and a readable mask."""
+    pairs = normalise_points(points, *image_size)
+    grid = FeatureGrid.for_image(image_size, working_size, config)
+    check_drag_lengths(pairs, grid, config)
+    return CheckedRequest(pairs, load_mask(mask, *image_size), grid)

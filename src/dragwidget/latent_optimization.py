@@ -16,13 +16,13 @@ import torch
 from .config import DragConfig
 from .host_readback import HostReadback
 from .loading import DiffusionModel
-from .motion_supervision import motion_supervision_loss
+from .motion_supervision import mask_term, motion_supervision_loss
 from .point_tracking import as_points, track_points
 from .unet_features import unet_with_features
 
-# on_step(step, handles, latent, noise): handles as host (CPU) tensors; latent and noise only on
-# the steps a preview was asked for (config.preview_every), else None.
-StepCallback = Callable[[int, List[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]], None]
+# on_step(step, handles, clean): handles as host (CPU) tensors; clean, the predicted clean latent,
+# only on the steps a preview was asked for (config.preview_every), else None.
+StepCallback = Callable[[int, List[torch.Tensor], Optional[torch.Tensor]], None]
 
 
 @dataclass
@@ -47,6 +47,12 @@ def guided_prediction(model, latent, timestep, text_embedding, guidance_scale, c
         uncond, cond = noise.chunk(2)
         return uncond + guidance_scale * (cond - uncond), features[1:]
     return unet_with_features(model.unet, latent, timestep, text_embedding, config.feature_block, grid_size)
+
+
+def predicted_clean(scheduler, timestep, latent: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The clean latent x_0 that `latent` at `timestep` with predicted `noise` points to (a preview)."""
+    alpha = scheduler.alphas_cumprod[int(timestep)].to(latent)
+    return (latent - (1 - alpha).sqrt() * noise) / alpha.sqrt()
 
 
 def all_reached(handles: torch.Tensor, targets: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -107,7 +113,7 @@ def optimize_latent(
                 host_handles = list(step_handles.unbind(0))
                 trajectory.append([tuple(xy) for xy in step_handles.tolist()])
                 if on_step is not None:
-                    on_step(step, host_handles, *(preview or (None, None)))
+                    on_step(step, host_handles, preview[0] if preview else None)
             if bool(step_arrived):
                 return step
         return None
@@ -128,7 +134,7 @@ def optimize_latent(
             arrived = arrived | all_reached(handles, targets, config.reach_threshold)
         preview = ()
         if step > 0 and config.preview_every and step % config.preview_every == 0:
-            preview = (latent.detach(), noise.detach().float())
+            preview = (predicted_clean(scheduler, timestep, latent.detach(), noise.detach().float()),)
         readback.push(step, handles, arrived, keep=preview)
         stop_step = collect(readback.ready())
         if stop_step is not None or step == config.max_drag_steps:
@@ -137,7 +143,7 @@ def optimize_latent(
                                        config.reach_threshold)
         if keep_mask is not None:
             previous = scheduler.step(noise.float(), scheduler_timestep, latent).prev_sample
-            loss = loss + config.mask_weight * ((previous - initial_previous) * keep_mask).abs().sum()
+            loss = loss + mask_term(previous, initial_previous, keep_mask, config.mask_weight)
         before = latent.detach().clone()
         scaler.scale(loss).backward()
         scaler.step(optimizer)

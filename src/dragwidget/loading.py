@@ -24,6 +24,7 @@ from .errors import ModelNotFoundError
 EMBEDDED_MODELS_DIR = Path(__file__).parent / "models"
 HUB_CHECK_SECONDS = 1.5
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+LOCATING_SETTINGS_FILE = "dragwidget_dift.json"
 
 # torch keeps state that a run depends on global to the process: the RNG that seeds a drag and a
 # LoRA's initialisation, and the meta-device, default-dtype and no-init patches `from_pretrained`
@@ -62,6 +63,9 @@ class DiffusionModel:
     # Seconds per step of each stage as the model's makers measured them on this kind of device
     # (`dragwidget_stage_rates.json`): what `DragEditor.plan` says before anything ran here.
     shipped_stage_rates: dict = field(default_factory=dict)
+    # Which decoder block and timestep locate content for this model (`dragwidget_dift.json`: the
+    # embedded toy ships one; DIFT's block 1 at t = 261 otherwise): DragBench's MD and the verdict.
+    locating_settings: dict = field(default_factory=dict)
     lock: "threading.RLock" = field(default=TORCH_STATE_LOCK, repr=False, compare=False)
 
     @property
@@ -272,6 +276,8 @@ def load_model(
     if settings_file is not None and settings_file.is_file():
         recommended = json.loads(settings_file.read_text())
     shipped_rates = shipped_stage_rates(where, device.type) if is_local else {}
+    locating_file = Path(where, LOCATING_SETTINGS_FILE) if is_local else None
+    locating = json.loads(locating_file.read_text()) if locating_file is not None and locating_file.is_file() else {}
 
     for component in (unet, autoencoder, text_encoder):
         component.to(device).requires_grad_(False).eval()
@@ -287,4 +293,5 @@ def load_model(
         fingerprint=_fingerprint(where, is_local, vae),
         recommended_settings=recommended,
         shipped_stage_rates=shipped_rates,
+        locating_settings=locating,
     )

@@ -9,16 +9,18 @@ stand in, and the plan says so; without either, a stage has no estimate (None), 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
-STAGES = ("lora", "inversion", "drag", "denoise", "decode")
+STAGES = ("lora", "inversion", "drag", "gooddrag", "denoise", "decode", "verdict")
 RATES_FILE = "stage_rates.json"
 
 
@@ -117,3 +119,30 @@ class StageRates:
             os.replace(handle.name, self.path)  # atomic: another process never reads half a file
         except OSError:
             Path(handle.name).unlink(missing_ok=True)
+
+
+class StageSteps:
+    """What a stage's body reports: how many steps it ran (its rate is recorded per step)."""
+
+    count: int = 0
+
+
+class StageTimer:
+    """Times the stages of a drag: each ends with one device synchronisation (so the time is the
+    device's work, not the host's queueing), and a stage that counted its steps records its rate."""
+
+    def __init__(self, device, record_rate: Callable[[str, float, int], None]):
+        self.device, self.record_rate = device, record_rate
+        self.timings: Dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, rate: Optional[str] = None) -> Iterator[StageSteps]:
+        from .host_readback import synchronize   # torch: only once a stage runs
+
+        steps = StageSteps()
+        started = time.perf_counter()
+        yield steps
+        synchronize(self.device)
+        self.timings[name] = time.perf_counter() - started
+        if steps.count:
+            self.record_rate(rate or name, self.timings[name], steps.count)

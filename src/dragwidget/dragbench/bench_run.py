@@ -2,7 +2,8 @@
 
 Each result goes to `OUT/<the sample's relative folder>/dragged_image.png`, where the original
 evaluation scripts (and `dragwidget eval dragbench`) look for it, with `result.json` beside it:
-final handles, targets, whether they were reached, steps, per-stage timings and the settings.
+final handles, targets, the verdict (reached, and where each handle's content was found), steps,
+per-stage timings and the settings.
 `result.json` is written last, so a sample counts as finished only once both files exist: a run
 that is interrupted and resumed redoes at most the sample it was in. A sample that fails (bad
 metadata, points outside the image, ...) is reported and skipped, never the end of the run.
@@ -53,7 +54,8 @@ def edit_sample(editor, sample: DragBenchSample, out: Path, config: DragConfig) 
     info = {
         "sample": sample.name, "category": sample.category, "prompt": loaded.prompt,
         "handles": [pair["handle"] for pair in loaded.pairs], "targets": [pair["target"] for pair in loaded.pairs],
-        "final_handles": [list(xy) for xy in result.handles], "reached": result.reached, "steps": result.steps,
+        "final_handles": [list(xy) for xy in result.handles], "reached": result.reached,
+        "verdict": result.verdict.to_dict(), "tracker_reached": result.tracker_reached, "steps": result.steps,
         "seconds": round(seconds, 3), "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "reused": result.reused, "config": config.to_dict(),
     }

@@ -8,16 +8,14 @@ Diffusion 2.1; any checkpoint the project loads works (the embedded `toy` offlin
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 
 from ..encoding import encode_image, encode_prompt
 from ..errors import InputError, ModelNotFoundError
-from ..loading import DiffusionModel, load_model, resolve_model
+from ..loading import DiffusionModel, load_model
 from ..unet_features import unet_with_block_output
 from . import DIFT_MODEL
 
@@ -25,9 +23,6 @@ DIFT_TIMESTEP = 261
 DIFT_BLOCK = 1
 DIFT_ENSEMBLE = 8
 DIFT_SEED = 42
-# A checkpoint folder may say which block and timestep locate content for it (the embedded toy
-# does: the paper's block is too coarse at its size); the paper's values otherwise.
-DIFT_SETTINGS_FILE = "dragwidget_dift.json"
 
 
 @dataclass
@@ -52,16 +47,15 @@ def load_dift(name: str = DIFT_MODEL, device=None, timestep: Optional[int] = Non
 
 
 def _load_dift(name, device, timestep, block, ensemble):
-    where, is_local = resolve_model(name)
-    shipped = {}
-    if is_local and (Path(where) / DIFT_SETTINGS_FILE).is_file():
-        shipped = json.loads((Path(where) / DIFT_SETTINGS_FILE).read_text())
+    # A checkpoint folder may say which block and timestep locate content for it (the embedded toy
+    # does: the paper's block is too coarse at its size); the paper's values otherwise.
+    model = load_model(name, device=device, dtype=torch.float32)
+    shipped = model.locating_settings
     settings = DiftSettings(
         model=str(name),
         timestep=timestep if timestep is not None else shipped.get("timestep", DIFT_TIMESTEP),
         block=block if block is not None else shipped.get("block", DIFT_BLOCK),
         ensemble=ensemble if ensemble is not None else shipped.get("ensemble", DIFT_ENSEMBLE))
-    model = load_model(name, device=device, dtype=torch.float32)
     blocks = len(model.unet.up_blocks)
     if not 0 <= settings.block < blocks:   # fail now, not at the first sample
         raise InputError(f"DIFT block {settings.block} (--dift-block) does not exist: {name} has {blocks} "

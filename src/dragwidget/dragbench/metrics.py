@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..cpu_threads import use_cpu_threads
+from ..drag_verdict import find_content
 from ..encoding import image_to_tensor
 from ..errors import DragWidgetError
 from .bench_run import RESULT_IMAGE
@@ -91,14 +92,7 @@ def point_distances(dift_model, settings: DiftSettings, original: Image.Image, e
                                  timestep=settings.timestep, block=settings.block, ensemble=settings.ensemble)
         maps.append(F.interpolate(features, (height, width), mode="bilinear"))
     source, target_map = maps
-    distances = []
-    for pair in pairs:
-        hx, hy = (min(max(int(round(v)), 0), limit - 1) for v, limit in zip(pair["handle"], (width, height)))
-        similarity = F.cosine_similarity(source[0, :, hy, hx][None, :, None, None], target_map, dim=1)[0]
-        row, col = divmod(int(similarity.argmax()), width)
-        tx, ty = pair["target"]
-        distances.append(math.hypot(ty - row, tx - col))
-    return distances
+    return [math.dist(find_content(source, target_map, pair["handle"]), pair["target"]) for pair in pairs]
 
 
 def evaluate(samples: List[DragBenchSample], results: Path, metrics: Sequence[str], dift=None, lpips_model=None,

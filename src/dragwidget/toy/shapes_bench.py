@@ -203,6 +203,20 @@ def make_cases(count: int, seed: int = 0, size: int = IMAGE_SIZE) -> List[DragCa
 MEAN_KEYS = ("distance_px", "relative_distance", "iou", "psnr_outside_mask", "others_stayed", "seconds")
 
 
+def worked(row: dict, config) -> bool:
+    """The ground truth the verdict is checked against: no dragged object lost, and the object's
+    centroid within the verdict's tolerance (a fraction of the drag length) of where it should be."""
+    return row["lost_objects"] == 0 and row["relative_distance"] <= config.verdict_tolerance
+
+
+def verdict_agreement(rows: List[dict]) -> dict:
+    """How often the verdict (`reached`) says what the ground truth (`worked`) says, and how it errs."""
+    return {"agreement": float(np.mean([row["reached"] == row["worked"] for row in rows])),
+            "said_reached_but_failed": int(sum(row["reached"] and not row["worked"] for row in rows)),
+            "said_failed_but_worked": int(sum(row["worked"] and not row["reached"] for row in rows)),
+            "tracker_agreement": float(np.mean([row["tracker_reached"] == row["worked"] for row in rows]))}
+
+
 def aggregate(rows: List[dict]) -> dict:
     """Means over the cases, lost objects counted, and the relative distance per kind of case."""
     summary = {key: float(np.mean([row[key] for row in rows])) for key in MEAN_KEYS}
@@ -239,8 +253,10 @@ def run_bench(editor, cases: List[DragCase], out: Optional[Path] = None, config=
         result = editor.run(DragRequest(Image.fromarray(image), case.pairs, case.mask, case.scene.caption, config))
         seconds = time.perf_counter() - started
         edited = np.asarray(result.image)
-        row = {"name": case.name, "kind": case.kind, **score(case, edited, seconds), "final_handles": [list(h) for h in result.handles],
-               "reached": result.reached, "steps": result.steps}
+        row = {"name": case.name, "kind": case.kind, **score(case, edited, seconds),
+               "final_handles": [list(h) for h in result.handles], "steps": result.steps,
+               "reached": result.reached, "tracker_reached": result.tracker_reached, "verdict": result.says}
+        row["worked"] = worked(row, result.config)
         rows.append(row)
         baseline_rows.append({"kind": case.kind, **score(case, image)})
         sheet.append((draw_points(image, case.pairs), draw_points(edited, case.pairs)))
@@ -253,7 +269,8 @@ def run_bench(editor, cases: List[DragCase], out: Optional[Path] = None, config=
             (folder / "case.json").write_text(json.dumps({**case.to_dict(), "metrics": row}, indent=2))
         if on_case is not None:
             on_case(number + 1, len(cases), row)
-    report = {"aggregate": aggregate(rows), "baseline": aggregate(baseline_rows), "cases": rows,
+    report = {"aggregate": aggregate(rows), "baseline": aggregate(baseline_rows), "verdict": verdict_agreement(rows),
+              "cases": rows,
               "config": (config or editor.config).to_dict()}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -229,11 +229,12 @@ class Running:
             reuse = f"LoRA: {reused.get('lora', '?')}, inversion: {reused.get('inversion', '?')}"
         bar = self.bars["drag"]
         bar.value, bar.bar_style = bar.max, "success"
-        self.bar_labels["drag"].value = f"<small>{result.steps} steps{' (targets reached)' if result.reached else ''}</small>"
-        self.status = f"done in {seconds:.1f} s ({reuse})"
+        self.bar_labels["drag"].value = f"<small>{result.steps} steps</small>"
+        self.status = f"done in {seconds:.1f} s: {result.says} ({reuse})"
         self.result_panel.show_result(image, result.image, gif, (
-            f"<small>{result.steps} drag steps, targets {'reached' if result.reached else 'not reached'}; "
-            f"final handles {[tuple(round(v, 1) for v in h) for h in result.handles]}; {html.escape(reuse)}</small>"))
+            f"<small>{'reached' if result.reached else 'not reached'}: {html.escape(result.says)}; "
+            f"{result.steps} drag steps; point tracking ended at "
+            f"{[tuple(round(v, 1) for v in h) for h in result.handles]}; {html.escape(reuse)}</small>"))
         self.result = result
 
     def _compute_features(self, editor: DragEditor, result: DragResult, prompt: str,
