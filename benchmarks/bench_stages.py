@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Per-stage time and peak memory of one DragDiffusion edit, through the public DragEditor API.
+"""Per-stage time, UNet passes and peak memory of one edit, for each drag method, through DragEditor.
 
     python3 benchmarks/bench_stages.py                 # tiny random model on CPU (the default without CUDA)
     python3 benchmarks/bench_stages.py --sd15          # SD 1.5 architecture, random weights, 512x512
-    python3 benchmarks/bench_stages.py --lora-steps 10 --drag-steps 10 --repeats 3
+    python3 benchmarks/bench_stages.py --lora-steps 10 --drag-steps 10 --repeats 3 --method gooddrag
 
 With CUDA available the SD 1.5-architecture model is the default (pass --tiny for the tiny one).
 Both models are built from configs with random weights (dragwidget.tiny_model) into a folder in
@@ -13,20 +13,24 @@ number of drag steps does not: point tracking on random features decides when th
 "arrive", so look at drag steps per second rather than the optimisation total).
 
 Each repeat times a first edit (a fresh LoRA cache: the LoRA is trained and the image inverted)
-and a re-drag of the same image (LoRA and inversion reused). Then the floor: each kind of UNet pass
-a stage makes, timed alone in plain PyTorch (the model's weights and dtype, eager), times that
-stage's steps: a LoRA step of batch lora_batch_size (forward, backward to the LoRA weights, AdamW),
-a forward of batch 1 (inversion), a forward and backward to the latent of batch 1 (drag), a forward
-of batch 2 (denoising: original and edited rows). A stage's ratio to its floor is what it spends
-beyond the UNet work it cannot avoid. (Without a mask the drag's loss reads only the features of
-one decoder block, so its backward skips the UNet's last blocks and its ratio can be below 1.)
+and a re-drag of the same image (LoRA and inversion reused), for the paper's method and for
+GoodDrag (`--method`). Every UNet pass is counted per stage, with and without gradients. The
+floor of a stage is its passes, each kind timed alone in plain PyTorch (the model's weights and
+dtype, eager): a LoRA step of batch lora_batch_size (forward, backward to the LoRA weights,
+AdamW), a forward of batch 1 (inversion; GoodDrag's passes of the original and its DDIM steps), a
+forward and backward to the latent of batch 1 (a drag step), a forward of batch 2 (denoising:
+original and edited rows). A stage's ratio to its floor is what it spends beyond the UNet work it
+cannot avoid. (Without a mask the drag's loss reads only the features of one decoder block, so
+its backward skips the UNet's last blocks and its ratio can be below 1.) The verdict's passes
+(its ensemble, once for the original and once for the result) are counted, not floored.
 
 The settings are the reference defaults (dragwidget.DragConfig: 80 LoRA steps of batch 4, 50 DDIM
-steps at strength 0.7, at most 80 drag steps) unless changed with the options. Every repeat
-trains its LoRA from scratch (a fresh cache folder) and inverts again. Timings are those
-DragResult.timings reports. Peak memory: on CUDA torch.cuda.max_memory_allocated, reset at each
-stage; on CPU the process's peak resident set size (resource.getrusage maxrss), which only grows,
-so a stage's figure is the high-water mark reached by the end of that stage.
+steps at strength 0.7, at most 80 drag steps; GoodDrag's published settings for its drag) unless
+changed with the options. Every repeat trains its LoRA from scratch (a fresh cache folder) and
+inverts again. Timings are those DragResult.timings reports. Peak memory: on CUDA
+torch.cuda.max_memory_allocated, reset at each stage; on CPU the process's peak resident set size
+(resource.getrusage maxrss), which only grows, so a stage's figure is the high-water mark reached
+by the end of that stage.
 
 On a CPU shared with other work, torch's intra-op threads can spin against each other and make
 the tiny model many times slower; `--threads 1` measures the work rather than the contention.
@@ -51,9 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 from dragwidget import DragConfig, DragEditor, DragRequest, load_model  # noqa: E402
 from dragwidget.tiny_model import build_sd15_architecture_model, build_tiny_model  # noqa: E402
 
-STAGES = ("lora", "inversion", "optimisation", "denoise", "decode")
+STAGES = ("lora", "inversion", "optimisation", "denoise", "decode", "verdict")
+FLOOR_STAGES = ("lora", "inversion", "optimisation", "denoise")
 FLOOR_PASSES = {"lora": "LoRA step", "inversion": "forward, batch 1", "optimisation": "forward+backward to the latent",
                 "denoise": "forward, batch 2"}
+PASS_STAGES = {"optimisation": "drag"}    # DragResult.timings' name -> the progress events' name
 
 
 def parse_size(text: str):
@@ -107,6 +113,31 @@ class MemoryByStage:
         self._close()
         self.stage = None
         return self.peaks
+
+
+class PassesByStage:
+    """Progress callback and UNet hook: how many UNet passes each stage made (with/without gradients).
+
+    Stages report after their steps, so a pass belongs to the stage of the first event after it."""
+
+    def __init__(self, unet):
+        self.passes, self.events = [], []
+        self.hook = unet.register_forward_pre_hook(lambda module, args: self.passes.append(torch.is_grad_enabled()))
+
+    def __call__(self, event) -> None:
+        self.events.append((len(self.passes), event.stage))
+
+    def finish(self) -> dict:
+        self.hook.remove()
+        counts, start = {}, 0
+        for seen, stage in self.events:
+            grads = self.passes[start:seen]
+            if grads:
+                entry = counts.setdefault(stage, {"with_grad": 0, "without": 0})
+                entry["with_grad"] += sum(grads)
+                entry["without"] += len(grads) - sum(grads)
+            start = max(start, seen)
+        return counts
 
 
 def synchronize(device: torch.device) -> None:
@@ -193,6 +224,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads on CPU (default: torch's choice)")
     parser.add_argument("--model-dir", type=Path, help="where to build the model (reused if it is already there)")
+    parser.add_argument("--method", choices=("dragdiffusion", "gooddrag", "both"), default="both",
+                        help="the drag method(s) to time (default both, one table each)")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -216,67 +249,87 @@ def main(argv=None) -> int:
             changes["lora_steps"] = args.lora_steps
         if args.drag_steps is not None:
             changes["max_drag_steps"] = args.drag_steps
-        config = DragConfig().replace(**changes)      # the reference settings, whatever the model ships
-        width, height = args.size or (model.native_width, model.native_width)
-        config = config.replace(working_width=width)
-        picture = test_image(width, height)
-        points = [{"handle": [round(0.35 * width), round(0.5 * height)],
-                   "target": [round(0.6 * width), round(0.5 * height)]}]
-
-        print(f"model: {label}; built in {built:.1f} s, loaded in {loaded:.1f} s")
-        print(f"device: {model.device} ({torch.cuda.get_device_name(model.device) if model.device.type == 'cuda' else platform.processor() or platform.machine()}), "
-              f"dtype {model.dtype}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-        print(f"image {width}x{height}; LoRA {config.lora_steps} steps x batch {config.lora_batch_size}; "
-              f"DDIM {config.num_inference_steps} steps, {config.inversion_steps} inverted; "
-              f"at most {config.max_drag_steps} drag steps")
-
-        if model.device.type != "cuda":
-            print(f"peak RSS before the first edit (imports, model build and load): {peak_rss_mib():.0f} MiB")
-        rows = []
-        for repeat in range(args.repeats):
-            with tempfile.TemporaryDirectory(prefix="dragwidget-bench-cache-") as cache:
-                editor = DragEditor(model, config=config, cache_dir=cache)   # fresh cache: the LoRA is trained
-                row = {}
-                for kind in ("first edit", "re-drag"):
-                    memory = MemoryByStage(model.device)
-                    started = time.perf_counter()
-                    result = editor.run(DragRequest(picture, points, prompt="a red disc", config=config), progress=memory)
-                    total = time.perf_counter() - started
-                    row[kind] = {stage: result.timings.get(stage, 0.0) for stage in STAGES}
-                    row[kind].update(steps=result.steps, total=total, memory=memory.finish(),
-                                     steps_per_second=result.timings.get("optimisation_steps_per_second", 0.0))
-            rows.append(row)
-            print(f"\nrun {repeat + 1}/{args.repeats}: first edit: {format_row(row['first edit'])}\n"
-                  f"{'':>{len(f'run {repeat + 1}/{args.repeats}: ')}}re-drag:    {format_row(row['re-drag'])}")
-
-        floor = unet_pass_seconds(model, config, width, height)
-        steps = {"lora": config.lora_steps, "inversion": config.inversion_steps,
-                 "optimisation": rows[0]["first edit"]["steps"], "denoise": config.inversion_steps}
-        memory_kind = "CUDA max_memory_allocated" if model.device.type == "cuda" else "peak RSS (maxrss, cumulative)"
-        median = lambda kind, stage: statistics.median(row[kind][stage] for row in rows)
-        print(f"\nmedians of {len(rows)} run(s); floor = one UNet pass of the stage's kind alone x its steps; "
-              f"peak memory in MiB ({memory_kind})")
-        print(f"{'stage':<14}{'first edit s':>14}{'re-drag s':>11}{'floor s':>10}{'ratio':>7}{'peak MiB':>10}   floor pass")
-        for stage in STAGES:
-            first, again = median("first edit", stage), median("re-drag", stage)
-            stage_floor = floor[stage] * steps[stage] if stage in floor else None
-            memory_stage = "drag" if stage == "optimisation" else stage
-            peak = max(row[kind]["memory"].get(memory_stage, 0.0) for row in rows for kind in row)
-            ratio = f"{first / stage_floor:>7.2f}" if stage_floor else f"{'':>7}"
-            floor_text = f"{stage_floor:>10.3f}" if stage_floor else f"{'':>10}"
-            how = f"{FLOOR_PASSES[stage]}: {floor[stage] * 1000:.1f} ms x {steps[stage]}" if stage in floor else ""
-            print(f"{stage:<14}{first:>14.3f}{again:>11.3f}{floor_text}{ratio}{peak:>10.0f}   {how}")
-        first_total, again_total = median("first edit", "total"), median("re-drag", "total")
-        first_floor = sum(floor[stage] * steps[stage] for stage in floor)   # no LoRA floor when lora_steps is 0
-        again_floor = floor["optimisation"] * steps["optimisation"] + floor["denoise"] * steps["denoise"]
-        print(f"{'total':<14}{first_total:>14.3f}{again_total:>11.3f}{first_floor:>10.3f}{first_total / first_floor:>7.2f}"
-              f"            re-drag: floor {again_floor:.3f} s, ratio {again_total / again_floor:.2f}")
-        rates = [row["first edit"]["steps_per_second"] for row in rows]
-        print(f"drag steps / second: {statistics.median(rates):.2f} ({rows[0]['first edit']['steps']} steps per run)")
-        overall = torch.cuda.max_memory_allocated() / 2 ** 20 if model.device.type == "cuda" else peak_rss_mib()
-        print(f"peak memory of the whole process: {overall:.0f} MiB"
-              + (f"; peak RSS {peak_rss_mib():.0f} MiB" if model.device.type == "cuda" else ""))
+        methods = ("dragdiffusion", "gooddrag") if args.method == "both" else (args.method,)
+        for method in methods:
+            # the reference settings (GoodDrag's published ones for its own), whatever the model ships
+            config = DragConfig(method=method).replace(**changes)
+            width, height = args.size or (model.native_width, model.native_width)
+            time_method(model, config.replace(working_width=width), width, height, args.repeats,
+                        label=f"{label}; built in {built:.1f} s, loaded in {loaded:.1f} s")
     return 0
+
+
+def time_method(model, config: DragConfig, width: int, height: int, repeats: int, label: str) -> None:
+    """First edits and re-drags with `config`, then the table of stages against their floors."""
+    picture = test_image(width, height)
+    points = [{"handle": [round(0.35 * width), round(0.5 * height)],
+               "target": [round(0.6 * width), round(0.5 * height)]}]
+
+    print(f"\nmethod: {config.method}\nmodel: {label}")
+    print(f"device: {model.device} ({torch.cuda.get_device_name(model.device) if model.device.type == 'cuda' else platform.processor() or platform.machine()}), "
+          f"dtype {model.dtype}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"image {width}x{height}; LoRA {config.lora_steps} steps x batch {config.lora_batch_size}; "
+          f"DDIM {config.num_inference_steps} steps, {config.inversion_steps} inverted; "
+          f"at most {config.max_drag_steps} drag steps")
+
+    if model.device.type != "cuda":
+        print(f"peak RSS before the first edit (imports, model build and load): {peak_rss_mib():.0f} MiB")
+    rows = []
+    for repeat in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="dragwidget-bench-cache-") as cache:
+            editor = DragEditor(model, config=config, cache_dir=cache)   # fresh cache: the LoRA is trained
+            row = {}
+            for kind in ("first edit", "re-drag"):
+                memory, passes = MemoryByStage(model.device), PassesByStage(model.unet)
+                started = time.perf_counter()
+                result = editor.run(DragRequest(picture, points, prompt="a red disc", config=config),
+                                    progress=lambda event: (memory(event), passes(event)))
+                total = time.perf_counter() - started
+                row[kind] = {stage: result.timings.get(stage, 0.0) for stage in STAGES}
+                row[kind].update(steps=result.steps, total=total, memory=memory.finish(), passes=passes.finish(),
+                                 steps_per_second=result.timings.get("optimisation_steps_per_second", 0.0))
+        rows.append(row)
+        print(f"\nrun {repeat + 1}/{repeats}: first edit: {format_row(row['first edit'])}\n"
+              f"{'':>{len(f'run {repeat + 1}/{repeats}: ')}}re-drag:    {format_row(row['re-drag'])}")
+
+    pass_seconds = unet_pass_seconds(model, config, width, height)
+    passes = rows[0]["first edit"]["passes"]
+
+    def floor(stage: str, kind: str = "first edit") -> float:
+        """The UNet work of the stage's passes (counted in the first run), each timed alone."""
+        counted = rows[0][kind]["passes"].get(PASS_STAGES.get(stage, stage), {"with_grad": 0, "without": 0})
+        with_grad = pass_seconds["lora" if stage == "lora" else "optimisation"]
+        without = pass_seconds["denoise" if stage == "denoise" else "inversion"]
+        return counted["with_grad"] * with_grad + counted["without"] * without
+
+    memory_kind = "CUDA max_memory_allocated" if model.device.type == "cuda" else "peak RSS (maxrss, cumulative)"
+    median = lambda kind, stage: statistics.median(row[kind][stage] for row in rows)
+    print(f"\nmedians of {len(rows)} run(s); floor = the stage's UNet passes, each kind timed alone; "
+          f"peak memory in MiB ({memory_kind})")
+    print(f"{'stage':<14}{'first edit s':>14}{'re-drag s':>11}{'floor s':>10}{'ratio':>7}{'peak MiB':>10}"
+          f"   UNet passes (with gradients + without)")
+    for stage in STAGES:
+        first, again = median("first edit", stage), median("re-drag", stage)
+        stage_floor = floor(stage) if stage in FLOOR_STAGES else None
+        memory_stage = PASS_STAGES.get(stage, stage)
+        peak = max(row[kind]["memory"].get(memory_stage, 0.0) for row in rows for kind in row)
+        ratio = f"{first / stage_floor:>7.2f}" if stage_floor else f"{'':>7}"
+        floor_text = f"{stage_floor:>10.3f}" if stage_floor else f"{'':>10}"
+        counted = passes.get(memory_stage)
+        how = f"{counted['with_grad']} + {counted['without']}" if counted else ""
+        print(f"{stage:<14}{first:>14.3f}{again:>11.3f}{floor_text}{ratio}{peak:>10.0f}   {how}")
+    print("UNet pass kinds alone: " + "; ".join(f"{FLOOR_PASSES[kind]} {seconds * 1000:.1f} ms"
+                                                for kind, seconds in pass_seconds.items()))
+    first_total, again_total = median("first edit", "total"), median("re-drag", "total")
+    first_floor = sum(floor(stage) for stage in FLOOR_STAGES)   # no LoRA floor when lora_steps is 0
+    again_floor = sum(floor(stage, "re-drag") for stage in FLOOR_STAGES)
+    print(f"{'total':<14}{first_total:>14.3f}{again_total:>11.3f}{first_floor:>10.3f}{first_total / first_floor:>7.2f}"
+          f"            re-drag: floor {again_floor:.3f} s, ratio {again_total / again_floor:.2f}")
+    rates = [row["first edit"]["steps_per_second"] for row in rows]
+    print(f"drag steps / second: {statistics.median(rates):.2f} ({rows[0]['first edit']['steps']} steps per run)")
+    overall = torch.cuda.max_memory_allocated() / 2 ** 20 if model.device.type == "cuda" else peak_rss_mib()
+    print(f"peak memory of the whole process: {overall:.0f} MiB"
+          + (f"; peak RSS {peak_rss_mib():.0f} MiB" if model.device.type == "cuda" else ""))
 
 
 def format_row(row: dict) -> str:

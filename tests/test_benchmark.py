@@ -21,7 +21,10 @@ def test_bench_stages_runs_and_prints_every_stage(tiny_model_dir, capsys):
         # lies between these bounds
         assert (first - 0.0005) / (floor + 0.0005) - 0.005 <= ratio <= (first + 0.0005) / (floor - 0.0005) + 0.005
         assert (again == 0) == (stage in ("lora", "inversion"))   # a re-drag trains and inverts nothing
-    assert "LoRA step:" in " ".join(table["lora"]) and " x 1" in " ".join(table["lora"])
+    assert table["lora"][-3:] == ["1", "+", "0"]                  # one LoRA step, with gradients
+    assert table["inversion"][-3:] == ["0", "+", "35"]            # the reference settings: 35 of 50 DDIM steps
+    assert out.count("\nmethod: ") == 2 and "method: gooddrag" in out   # a table for each method
+    assert "LoRA step" in out and "UNet pass kinds alone" in out
     first_total, again_total, floor_total = (float(value) for value in table["total"][1:4])
     assert again_total < first_total and floor_total > 0
     assert "drag steps / second" in out and "peak memory of the whole process" in out

@@ -620,3 +620,15 @@ def test_edit_state_history_is_bounded():
     for i in range(5):
         state.add_point(i, 0)
     assert sum(1 for _ in iter(state.undo, None)) == 3
+
+
+def test_the_method_choice_runs_that_method_and_the_status_gives_the_verdict(editor):
+    widget = DragWidget(picture(64, 64, seed=3), editor=editor, preview_every=0, show_features=False)
+    assert "dragwidget-method" in widget.method_choice._dom_classes
+    assert widget.method == widget.method_choice.value == editor.config.method
+    widget.method_choice.value = "gooddrag"
+    widget.points = [{"handle": [20, 30], "target": [40, 30]}]
+    result = widget.run(wait=True)
+    assert result.config.method == "gooddrag" and widget._config(editor).method == "gooddrag"
+    assert result.says in widget.status and ("reached" if result.reached else "not reached") in \
+        widget.result_panel.info.value

@@ -85,14 +85,16 @@ def edit(args) -> int:
             bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     result.image.save(out)
-    print(f"wrote {out} ({result.image.width}x{result.image.height}) after {result.steps} drag steps; "
-          f"{'reached' if result.reached else 'NOT reached'}: {result.says}")
+    print(f"wrote {out} ({result.image.width}x{result.image.height}) after {result.steps} drag steps "
+          f"({result.config.method})")
     if args.report:
         report = Path(args.report)
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps({"image": str(args.image), "output": str(out), "model": args.model,
                                       "prompt": args.prompt, **result.report()}, indent=2))
         print(f"wrote {report}")
+    # last, so that it is what a user reads: what the picture shows, not what the tracker believed
+    print(f"{'reached' if result.reached else 'NOT reached'}: {result.says}")
     return 0
 
 

@@ -18,6 +18,7 @@ MODES = ("points", "mask", "erase", "delete")
 BRUSH_MODES = ("mask", "erase")
 # widget trait -> DragConfig field
 PARAMETERS = {
+    "method": "method",
     "lora_steps": "lora_steps",
     "drag_steps": "max_drag_steps",
     "learning_rate": "drag_lr",
@@ -73,7 +74,14 @@ class WidgetLayout:
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload image",
                                    layout=W.Layout(width="auto"))
         self.upload.observe(self._upload_changed, names="value")
-        self.toolbar = W.HBox([self.mode_buttons, self.brush_slider, self.show_mask_box], layout=W.Layout(flex_flow="row wrap"))
+        self.method_choice = W.Dropdown(
+            options=[("DragDiffusion (paper)", "dragdiffusion"), ("GoodDrag", "gooddrag")], description="Method",
+            layout=W.Layout(width="250px"), style={"description_width": "55px"},
+            tooltip="DragDiffusion: optimise at one timestep, then denoise; GoodDrag: drag while denoising")
+        self.method_choice.add_class("dragwidget-method")
+        traitlets.link((self, "method"), (self.method_choice, "value"))
+        self.toolbar = W.HBox([self.mode_buttons, self.brush_slider, self.show_mask_box, self.method_choice],
+                              layout=W.Layout(flex_flow="row wrap"))
         self.edit_row = W.HBox([self.undo_button, self.redo_button, self.clear_points_button, self.clear_mask_button,
                                 self.upload], layout=W.Layout(flex_flow="row wrap"))
 

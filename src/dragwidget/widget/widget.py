@@ -79,6 +79,7 @@ class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
     mask = _Validated(None, help="HxW bool array, True = may change (all False = no mask)")
     prompt = traitlets.Unicode("")
     model = traitlets.Unicode("")
+    method = traitlets.Unicode(DragConfig().method, help="dragdiffusion (the paper) or gooddrag")
     lora_steps = traitlets.Int(80)
     drag_steps = traitlets.Int(80)
     learning_rate = traitlets.Float(0.01)
