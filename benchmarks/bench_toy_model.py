@@ -61,7 +61,7 @@ def reconstruction(editor: DragEditor, image: np.ndarray, caption: str, strength
     return np.asarray(tensor_to_image(decode(model, latent)))
 
 
-def time_edits(editor: DragEditor, count: int):
+def time_edits(editor: DragEditor, count: int, config):
     first, again, first_handle = [], [], []
     for case in make_cases(count, seed=UNSEEN_SEED):
         marks = {}
@@ -74,12 +74,12 @@ def time_edits(editor: DragEditor, count: int):
 
         image = Image.fromarray(case.image)
         started = time.perf_counter()
-        editor.run(DragRequest(image, case.pairs, case.mask, case.scene.caption), progress=progress)
+        editor.run(DragRequest(image, case.pairs, case.mask, case.scene.caption, config), progress=progress)
         first.append(time.perf_counter() - started)
         first_handle.append(marks["handle"] - marks["drag"])
         reversed_pairs = [{"handle": p["target"], "target": p["handle"]} for p in case.pairs]
         started = time.perf_counter()
-        editor.run(DragRequest(image, reversed_pairs, case.mask, case.scene.caption))
+        editor.run(DragRequest(image, reversed_pairs, case.mask, case.scene.caption, config))
         again.append(time.perf_counter() - started)
     return statistics.median(first), statistics.median(again), statistics.median(first_handle)
 
@@ -89,6 +89,8 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="toy", help="embedded model name or diffusers folder (default toy)")
     parser.add_argument("--scenes", type=int, default=12, help="unseen scenes for the reconstruction (default 12)")
     parser.add_argument("--edits", type=int, default=3, help="edits timed (default 3)")
+    parser.add_argument("--method", choices=("dragdiffusion", "gooddrag", "both"), default="both",
+                        help="the drag method(s) whose edits are timed (default both)")
     parser.add_argument("--write-stage-rates", action="store_true",
                         help="write the edits' seconds per step into the model folder's dragwidget_stage_rates.json")
     args = parser.parse_args(argv)
@@ -103,16 +105,25 @@ def main(argv=None) -> None:
         for label, strength in strengths.items():
             values = [psnr(reconstruction(editor, render(s), s.caption, strength), render(s)) for s in scenes]
             print(f"  {label:34s} {np.mean(values):5.1f} dB ({min(values):.1f}..{max(values):.1f})")
-        if args.edits:
-            first, again, handle = time_edits(editor, args.edits)
-            print(f"edit (median of {args.edits}, {editor.cpu_threads or 'auto'} threads): first edit {first:.1f} s "
-                  f"(LoRA included), re-drag {again:.1f} s, first tracked handle {handle:.2f} s after the drag stage starts")
+        methods = ("dragdiffusion", "gooddrag") if args.method == "both" else (args.method,)
+        editors = [editor]
+        for method in methods if args.edits else ():
+            if method != methods[0]:   # a fresh cache: its first edits train their LoRAs too
+                editor = DragEditor(args.model, device="cpu", cache_dir=tempfile.mkdtemp(dir=cache))
+                editors.append(editor)
+            first, again, handle = time_edits(editor, args.edits, editor.config.replace(method=method))
+            print(f"{method} edit (median of {args.edits}, {editor.cpu_threads or 'auto'} threads): first edit "
+                  f"{first:.1f} s (LoRA included), re-drag {again:.1f} s, first tracked handle {handle:.2f} s after "
+                  "the drag stage starts")
         if args.write_stage_rates:
-            write_stage_rates(editor, Path(embedded_model_path(args.model) or args.model))
+            write_stage_rates(editors, Path(embedded_model_path(args.model) or args.model))
 
 
-def write_stage_rates(editor: DragEditor, folder: Path) -> None:
-    (measured,) = json.loads((editor.cache_dir / RATES_FILE).read_text()).values()
+def write_stage_rates(editors, folder: Path) -> None:
+    measured = {}
+    for editor in editors:   # each method's editor measured its own drag stage
+        (rates,) = json.loads((editor.cache_dir / RATES_FILE).read_text()).values()
+        measured.update(rates)
     config = editor.config
     (folder / "dragwidget_stage_rates.json").write_text(json.dumps({
         "measured_on": f"benchmarks/bench_toy_model.py, CPU, {editor.model.native_width}x{editor.model.native_width}, "

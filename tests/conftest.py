@@ -20,7 +20,9 @@ from dragwidget.tiny_model import build_tiny_model
 # Settings the tiny model ships with (`dragwidget_settings.json`, read by load_model as
 # "recommended settings"): 10 DDIM steps (strength 0.7 -> 7 inversion/denoising steps) and a
 # LoRA batch of 1 keep each full edit at about a second on two CPU cores. The CLI picks them up too.
-TINY_SETTINGS = {"num_inference_steps": 10, "lora_batch_size": 1}
+# The paper's method: most tests check the engine around the drag, and its at most 3 steps keep
+# them short; tests/test_gooddrag.py covers the default method's own steps.
+TINY_SETTINGS = {"num_inference_steps": 10, "lora_batch_size": 1, "method": "dragdiffusion"}
 # What the session editor adds on top: a 2-step LoRA and at most 3 drag steps.
 EDITOR_CHANGES = {"lora_steps": 2, "max_drag_steps": 3}
 

@@ -19,6 +19,7 @@ from dragwidget.encoding import tensor_to_image
 from dragwidget.errors import InputError
 from dragwidget.feature_grid import grid_shape
 from dragwidget.latent_optimization import optimize_latent
+from unet_counting import UNetCalls
 
 GOODDRAG = dict(method="gooddrag", gooddrag_denoising_steps=3, gooddrag_rounds=2, gooddrag_steps_per_round=2,
                 gooddrag_motion_radius=1, gooddrag_tracking_radius=2, gooddrag_step_length=2.0,
@@ -96,17 +97,6 @@ def test_gooddrag_supervises_with_the_original_trajectorys_features(editor, prep
     assert len({id(reference) for reference, _ in seen}) == GOODDRAG["gooddrag_denoising_steps"]
 
 
-class UNetCalls:
-    def __init__(self, unet):
-        self.calls = []
-        self.handle = unet.register_forward_pre_hook(self.record, with_kwargs=True)
-
-    def record(self, module, args, kwargs):
-        sample = args[0] if args else kwargs["sample"]
-        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
-        self.calls.append((torch.is_grad_enabled(), sample.shape[0], int(timestep)))
-
-
 def test_gooddrag_alternates_dragging_and_denoising(fresh_model, small_config, tmp_path, make_image):
     config = small_config.replace(**GOODDRAG, lora_steps=0, reach_threshold=0.01)
     editor = DragEditor(fresh_model, config=config, cache_dir=tmp_path)
@@ -124,9 +114,10 @@ def test_gooddrag_alternates_dragging_and_denoising(fresh_model, small_config, t
         expected += [(False, 1, t)] + [(True, 1, t)] * passes + [(False, 1, t)]
     # the rest: original and edited together, with mutual self-attention
     expected += [(False, 2, t) for t in timesteps[start + config.gooddrag_denoising_steps:]]
-    assert counter.calls[:len(expected)] == expected
+    calls = counter.take(with_timesteps=True)
+    assert calls[:len(expected)] == expected
     verdict = [(False, config.verdict_ensemble, 261)] * result.verdict.unet_passes   # the verdict comes last
-    assert counter.calls[len(expected):] == verdict
+    assert calls[len(expected):] == verdict
     assert result.steps == config.gooddrag_denoising_steps * config.gooddrag_rounds * config.gooddrag_steps_per_round
 
 
@@ -144,9 +135,10 @@ def test_a_handle_that_arrives_ends_the_drag_and_denoising_goes_on(fresh_model, 
     assert result.tracker_reached and result.steps == 0
     start = drag_timestep_index(config)
     timesteps = ddim_scheduler(fresh_model, config).timesteps.tolist()
-    assert counter.calls[:3] == [(False, 1, timesteps[start]), (True, 1, timesteps[start]), (False, 1, timesteps[start])]
+    calls = counter.take(with_timesteps=True)
+    assert calls[:3] == [(False, 1, timesteps[start]), (True, 1, timesteps[start]), (False, 1, timesteps[start])]
     rest = [(False, 2, t) for t in timesteps[start + 1:]]
-    assert counter.calls[3:3 + len(rest)] == rest
+    assert calls[3:3 + len(rest)] == rest
 
 
 @pytest.mark.parametrize("round_loss", [0.0, 1e9], ids=["full_rounds", "rounds_end_after_one_step"])

@@ -58,7 +58,11 @@ def test_tutorial_runs_top_to_bottom(tmp_path, monkeypatch):
     # and the live case: the default and the changed setting, each scored
     assert re.search(r"default +relative distance [0-9.]+, IoU [0-9.]+, lost \d+/\d+", text)
     assert re.search(r"inversion_strength=0.7 +relative distance", text)
-    assert len(pictures) >= 12, "figures are missing"
+    # both methods on the one prepared image, each with the verdict read from its picture
+    for method in ("DragDiffusion (paper)", "GoodDrag"):
+        assert re.search(rf"{re.escape(method)} +\d+ Adam steps.*reused {{'lora': 'memory', 'inversion': 'memory'}}", text), method
+    assert len(re.findall(r"verdict: (reached|not reached) \(", text)) == 2
+    assert len(pictures) >= 13, "figures are missing"
 
 
 def test_feature_explorer_runs_top_to_bottom(tmp_path, monkeypatch):

@@ -10,23 +10,9 @@ batch size, so that a stage that silently doubled its UNet work would fail here.
 """
 
 import pytest
-import torch
 
 from dragwidget import DragEditor, DragRequest
-
-
-class UNetCalls:
-    def __init__(self, unet):
-        self.calls = []
-        self.handle = unet.register_forward_pre_hook(self.record, with_kwargs=True)
-
-    def record(self, module, args, kwargs):
-        sample = args[0] if args else kwargs["sample"]
-        self.calls.append((torch.is_grad_enabled(), sample.shape[0]))
-
-    def take(self):
-        calls, self.calls = self.calls, []
-        return calls
+from unet_counting import UNetCalls
 
 
 @pytest.fixture

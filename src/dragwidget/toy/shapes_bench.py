@@ -334,4 +334,9 @@ def format_table(report: dict) -> str:
                      f"{row['psnr_outside_mask']:8.2f} {row['others_stayed']:7.2f} {lost:>7s} {row['seconds']:7.2f}")
     for kind, row in report["aggregate"]["by_kind"].items():
         lines.append(f"  {kind} ({row['cases']} cases): relative distance {row['relative_distance']:.3f}, IoU {row['iou']:.3f}")
+    verdict = report["verdict"]
+    lines.append(f"verdict agrees with the ground truth in {100 * verdict['agreement']:.0f} % of cases "
+                 f"(said reached but failed: {verdict['said_reached_but_failed']}, said not reached but worked: "
+                 f"{verdict['said_failed_but_worked']}); point tracking's belief agreed in "
+                 f"{100 * verdict['tracker_agreement']:.0f} %")
     return "\n".join(lines)
