@@ -29,7 +29,8 @@ from dragwidget.dragbench.metrics import MissingMetricError, evaluate, image_fid
 from dragwidget.dragbench.samples import SampleError, find_samples, load_sample, select_shard
 from dragwidget.toy.shapes_bench import make_cases
 
-FAST = ["--set", "lora_steps=2", "--set", "max_drag_steps=4"]
+# The paper's method with a few steps: quick, and its step count is what the sweep test varies
+FAST = ["--set", "lora_steps=2", "--set", "method=dragdiffusion", "--set", "max_drag_steps=4"]
 
 
 def write_sample(folder, image, prompt, points, mask):
@@ -58,7 +59,7 @@ def bench_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def toy_editor(tmp_path_factory):
     editor = DragEditor("toy", cache_dir=tmp_path_factory.mktemp("lora_cache"))
-    return editor, editor.config.replace(lora_steps=2, max_drag_steps=4)
+    return editor, editor.config.replace(lora_steps=2, method="dragdiffusion", max_drag_steps=4)
 
 
 def test_samples_are_found_at_any_depth_with_their_categories(bench_folder):
@@ -92,6 +93,9 @@ def test_bench_then_eval_end_to_end_with_the_toy_model(bench_folder, tmp_path, c
         info = json.loads((out / name / RESULT_INFO).read_text())
         assert info["sample"] == name and len(info["final_handles"]) == len(info["targets"])
         assert info["timings"]["optimisation"] > 0 and info["config"]["lora_steps"] == 2
+        # the verdict read from the picture, beside what the tracker believed
+        assert isinstance(info["reached"], bool) and info["reached"] == info["verdict"]["reached"]
+        assert len(info["verdict"]["pairs"]) == len(info["targets"]) and isinstance(info["tracker_reached"], bool)
 
     report_path = tmp_path / "scores.json"
     assert main(["eval", "dragbench", "--data", str(bench_folder), "--results", str(out), "--metrics", "md",

@@ -185,7 +185,7 @@ def test_plan_says_whether_a_lora_is_trained_and_how_long_it_takes(fresh_model, 
 
 def test_plan_of_the_embedded_model_uses_its_shipped_timings_until_measured_here(tmp_path, make_image):
     model = load_model("toy", device="cpu")
-    assert set(model.shipped_stage_rates) == {"lora", "inversion", "drag", "denoise", "decode"}
+    assert set(model.shipped_stage_rates) == {"lora", "inversion", "drag", "gooddrag", "denoise", "decode"}
     editor = DragEditor(model, cache_dir=tmp_path)
     config = editor.config.replace(lora_steps=3, max_drag_steps=2)
     job = DragRequest(make_image(64, 64, seed=4), [((20, 30), (40, 30))], prompt="a red disc", config=config)
