@@ -74,3 +74,16 @@ def test_the_result_says_what_the_picture_shows_not_what_the_tracker_believed(ed
     report = result.report()
     assert report["reached"] is False and report["tracker_reached"] is True
     assert report["verdict"]["pairs"][0]["distance"] > 0.7 * report["verdict"]["pairs"][0]["drag_length"]
+
+
+def test_content_is_located_on_a_bounded_grid_and_found_in_image_pixels(tiny_model):
+    from dragwidget.drag_verdict import content_features
+
+    picture = Image.fromarray((np.random.default_rng(0).random((256, 512, 3)) * 255).astype(np.uint8))
+    features = content_features(tiny_model, picture, "", 1)
+    assert features.shape[-2:] == (64, 128)        # not 256x512 maps of every channel
+    config = DragEditor(tiny_model).config
+    verdict, _ = judge(tiny_model, picture, picture, normalise_points([((100, 60), (300, 60))], 512, 256), "", config)
+    (pair,) = verdict.pairs
+    # an unchanged picture: its content is where it was, to the grid's 4-px steps
+    assert abs(pair.found[0] - 100) <= 4 and abs(pair.found[1] - 60) <= 4 and not pair.moved

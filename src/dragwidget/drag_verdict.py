@@ -39,6 +39,10 @@ XY = Tuple[float, float]
 LOCATING_TIMESTEP = 261     # DIFT's
 LOCATING_BLOCK = 1          # DIFT's, for Stable Diffusion
 LOCATING_SEED = 42
+# Content is located on a grid of at most this many pixels on its longest side (the toy's 64-px
+# pictures at full size, a 512-px picture in 4-px steps): Stable Diffusion's 1280-channel block-1
+# map upsampled to 512x512 would be 1.3 GB per picture.
+LOCATING_MAX_SIDE = 128
 
 
 @dataclass
@@ -90,19 +94,26 @@ class Verdict:
                 "unet_passes": self.unet_passes, "pairs": [pair.to_dict() for pair in self.pairs]}
 
 
+def locating_size(size: Tuple[int, int]) -> Tuple[int, int]:
+    """(width, height) of the grid content is located on: the picture's, shrunk to LOCATING_MAX_SIDE."""
+    shrink = min(1.0, LOCATING_MAX_SIDE / max(size))
+    return max(1, round(size[0] * shrink)), max(1, round(size[1] * shrink))
+
+
 @torch.no_grad()
 def content_features(model: DiffusionModel, image: Image.Image, prompt: str, ensemble: int) -> torch.Tensor:
-    """1xCxHxW features of `image` at its own size, for locating content (DIFT with the model's settings)."""
+    """1xCxhxw features of `image` on its `locating_size` grid (DIFT with the model's settings)."""
     settings = model.locating_settings
     generator = torch.Generator().manual_seed(LOCATING_SEED)
     features = dift_features(model, image_to_tensor(image, model.device), prompt, generator,
                              timestep=settings.get("timestep", LOCATING_TIMESTEP),
                              block=settings.get("block", LOCATING_BLOCK), ensemble=ensemble)
-    return F.interpolate(features, (image.height, image.width), mode="bilinear")
+    width, height = locating_size(image.size)
+    return F.interpolate(features, (height, width), mode="bilinear")
 
 
 def find_content(source: torch.Tensor, result: torch.Tensor, point: Sequence[float]) -> XY:
-    """(x, y) in `result` (1xCxHxW) most cosine-similar to `source`'s feature at `point` (pixels)."""
+    """(x, y) in `result` (1xCxHxW) most cosine-similar to `source`'s feature at `point` (map pixels)."""
     height, width = source.shape[-2:]
     x, y = (min(max(int(round(v)), 0), limit - 1) for v, limit in zip(point, (width, height)))
     similarity = F.cosine_similarity(source[0, :, y, x][None, :, None, None], result, dim=1)[0]
@@ -141,8 +152,10 @@ def judge(model: DiffusionModel, original: Image.Image, result: Image.Image, pai
     before, after = np.asarray(original.convert("RGB")), np.asarray(result.convert("RGB"))
     radius = patch_radius(original.size)
     verdicts = []
+    scale = original.width / original_features.shape[-1], original.height / original_features.shape[-2]
     for pair in pairs:
-        found = find_content(original_features, result_features, pair.handle)
+        on_grid = find_content(original_features, result_features, [v / s for v, s in zip(pair.handle, scale)])
+        found = (on_grid[0] * scale[0], on_grid[1] * scale[1])
         length = math.dist(pair.handle, pair.target)
         distance = math.dist(found, pair.target)
         error = appearance_error(before, after, pair.handle, found, radius)
