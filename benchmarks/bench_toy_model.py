@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """What the embedded model (or a candidate folder) can do, apart from dragging: how faithfully it
-reconstructs scenes it never saw, and how long an edit takes on this machine.
+reconstructs pictures it never saw, and how long an edit takes on this machine.
 
     python3 benchmarks/bench_toy_model.py                        # the embedded toy model
     python3 benchmarks/bench_toy_model.py --model PATH --scenes 12
 
-Prints, for unseen scenes (seeded, drawn apart from the training seeds):
-- the VAE alone: encode + decode PSNR (the ceiling of everything else);
+Prints, for unseen pictures of both ShapesBench families (palette scenes, and pictures drawn with
+PIL in arbitrary colours by `drawn_pictures.py`, a generator the model never trained on; seeded
+apart from the training seeds):
+- the VAE alone: encode + decode PSNR (the ceiling of everything else), drawn pictures at 64 px and
+  at 128 px (the VAE is convolutional: a 128-px picture encodes to a 32x32 latent);
 - DDIM inversion to the drag's timestep and back (no LoRA, no mutual attention) at the model's
   recommended inversion strength and at the reference's 0.7;
 - the time of a first edit (LoRA, not cached, included), of a re-drag of the same image, and from the
@@ -37,7 +40,8 @@ from dragwidget.run_plan import RATES_FILE  # noqa: E402
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index, invert  # noqa: E402
 from dragwidget.denoise_decode import decode, denoise  # noqa: E402
 from dragwidget.encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image  # noqa: E402
-from dragwidget.toy.shapes import IMAGE_SIZE, random_scene, render  # noqa: E402
+from dragwidget.toy.drawn_pictures import random_drawn_picture  # noqa: E402
+from dragwidget.toy.shapes import IMAGE_SIZE, random_scene  # noqa: E402
 from dragwidget.toy.shapes_bench import make_cases, psnr_outside  # noqa: E402
 
 UNSEEN_SEED = 987_654  # training draws its scenes from seed * 1_000_003 + step and seed * 7_000_001 + chunk
@@ -98,13 +102,19 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as cache:  # an empty LoRA cache: every first edit trains its LoRA
         editor = DragEditor(args.model, device="cpu", cache_dir=cache)
         rng = np.random.default_rng(UNSEEN_SEED)
-        scenes = [random_scene(rng, IMAGE_SIZE) for _ in range(args.scenes)]
+        families = {"palette scenes": [random_scene(rng, IMAGE_SIZE) for _ in range(args.scenes)],
+                    "drawn pictures": [random_drawn_picture(rng, IMAGE_SIZE) for _ in range(args.scenes)]}
         strengths = {"VAE alone": None, f"inversion {editor.config.inversion_strength:g} (recommended)":
                      editor.config.inversion_strength, "inversion 0.7 (reference)": 0.7}
-        print(f"model {args.model}, {args.scenes} unseen scenes, PSNR (mean, min..max):")
-        for label, strength in strengths.items():
-            values = [psnr(reconstruction(editor, render(s), s.caption, strength), render(s)) for s in scenes]
-            print(f"  {label:34s} {np.mean(values):5.1f} dB ({min(values):.1f}..{max(values):.1f})")
+        print(f"model {args.model}, {args.scenes} unseen pictures of each kind, PSNR (mean, min..max):")
+        for family, pictures in families.items():
+            for label, strength in strengths.items():
+                values = [psnr(reconstruction(editor, p.render(), p.caption, strength), p.render()) for p in pictures]
+                print(f"  {family}, {label:34s} {np.mean(values):5.1f} dB ({min(values):.1f}..{max(values):.1f})")
+        large = [random_drawn_picture(rng, 2 * IMAGE_SIZE) for _ in range(args.scenes)]
+        values = [psnr(reconstruction(editor, p.render(), "", None), p.render()) for p in large]
+        print(f"  drawn pictures of {2 * IMAGE_SIZE} px, {'VAE alone':34s} {np.mean(values):5.1f} dB "
+              f"({min(values):.1f}..{max(values):.1f})")
         methods = ("dragdiffusion", "gooddrag") if args.method == "both" else (args.method,)
         editors = [editor]
         for method in methods if args.edits else ():

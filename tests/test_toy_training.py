@@ -82,9 +82,10 @@ def test_the_default_architecture_is_the_shipped_one_and_a_candidate_can_be_chos
     default = ARCHITECTURES[TrainSettings().architecture].unet
     assert shipped["block_out_channels"] == list(default["block_out_channels"])
     assert shipped["sample_size"] == default["sample_size"]
+    assert shipped["in_channels"] == default["in_channels"]
     assert load_model(str(run(tmp_path, "shipped")), device="cpu").vae_scale_factor == 4
-    candidate = load_model(str(run(tmp_path, "v2", "--architecture", "v2")), device="cpu")
-    assert candidate.vae_scale_factor == 2 and candidate.native_width == 64
+    candidate = load_model(str(run(tmp_path, "v2", "--architecture", "v2", "--pictures", "palette")), device="cpu")
+    assert candidate.vae_scale_factor == 2 and candidate.native_width == 64 and candidate.unet.config.in_channels == 4
 
 
 def test_decoder_fine_tuning_keeps_the_encoder_and_the_unet(tmp_path):

@@ -109,11 +109,13 @@ def bench_shapes(args) -> int:
 
     editor = DragEditor(args.model, device=args.device)
     config = editor.config.replace(**changes)
-    cases = make_cases(args.cases, seed=args.seed)
+    cases = make_cases(args.cases, seed=args.seed, family=args.family)
 
     def on_case(done, total, row):
         print(f"[{done}/{total}] {row['name']}: relative distance {row['relative_distance']:.2f}, "
-              f"IoU {row['iou']:.2f}, PSNR outside {row['psnr_outside_mask']:.1f} dB, {row['seconds']:.1f} s",
+              f"IoU {row['iou']:.2f}, PSNR outside {row['psnr_outside_mask']:.1f} dB, background off by "
+              f"{row['background_error_outside']:.1f} / {row['background_error_path']:.1f} grey levels "
+              f"(outside the mask / along the path), {row['seconds']:.1f} s",
               file=sys.stderr)
 
     if sweeps:
@@ -222,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     shapes_parser.add_argument("--cases", type=whole_number(1), default=50, help="number of drag cases (default 50)")
     shapes_parser.add_argument("--seed", type=whole_number(0), default=0,
                                help="seed of the generated cases: the same seed gives the same cases (default 0)")
+    shapes_parser.add_argument("--family", choices=("scenes", "drawn"), default="scenes",
+                               help="scenes: the palette scenes, some with two objects or two handles; drawn: "
+                                    "pictures drawn in arbitrary colours with PIL, 64 and 128 px (default scenes)")
     shapes_parser.add_argument("--model", default="toy",
                                help="model to edit with (default toy, the embedded model trained on these shapes)")
     shapes_parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")

@@ -1,11 +1,10 @@
-"""The toy model's architectures: the shipped one (v1) and the candidates of its design study.
+"""The toy model's architectures: the shipped one (v1) and the candidates of its design studies.
 
 Every candidate keeps Stable Diffusion's shape (a KL VAE, a 4-level UNet whose `up_blocks[2]`
 ends at latent resolution, a CLIP text encoder) so the engine treats it as any SD checkpoint.
-What the candidates vary is what issue 10 asks to measure: latent resolution (the VAE's
-downsampling factor), the UNet's width and where it has self-attention (mutual self-attention
-can only copy appearance where there is self-attention). What the study measured is in the model
-card, src/dragwidget/models/toy/README.md: the 32x32-latent candidates dragged worse than v1.
+Version 3's candidates vary the number of latent channels (4, 8, 16); the earlier ones latent
+resolution (the VAE's downsampling factor), the UNet's width and where it has self-attention.
+What the studies measured is in the model card, src/dragwidget/models/toy/README.md.
 """
 
 from __future__ import annotations
@@ -29,18 +28,18 @@ class Architecture:
     text: dict
 
 
-def _vae(channels) -> dict:
+def _vae(channels, latent_channels: int = 4, norm_groups: int = 8) -> dict:
     """A KL VAE with one downsampling per level after the first: factor 2 ** (levels - 1)."""
     levels = len(channels)
-    return dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=tuple(channels),
+    return dict(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=tuple(channels),
                 layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * levels,
-                up_block_types=("UpDecoderBlock2D",) * levels, norm_num_groups=8, sample_size=IMAGE_SIZE)
+                up_block_types=("UpDecoderBlock2D",) * levels, norm_num_groups=norm_groups, sample_size=IMAGE_SIZE)
 
 
-def _unet(latent_size: int, channels, attention, heads) -> dict:
+def _unet(latent_size: int, channels, attention, heads, latent_channels: int = 4) -> dict:
     """A 4-level UNet; `attention[i]` says whether level i has transformer blocks (down and up)."""
     return dict(
-        sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=1,
+        sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels, layers_per_block=1,
         block_out_channels=tuple(channels), norm_num_groups=8, cross_attention_dim=TEXT_CONFIG["hidden_size"],
         attention_head_dim=tuple(heads),  # diffusers reads this as the number of heads per level
         down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention),
@@ -48,11 +47,25 @@ def _unet(latent_size: int, channels, attention, heads) -> dict:
     )
 
 
+V3_UNET = ((32, 64, 64, 64), (True, True, True, False), (8, 8, 8, 8))
+
 ARCHITECTURES: Dict[str, Architecture] = {
     "v1": Architecture(
-        "the shipped one: 16x16 latents (VAE factor 4), UNet 32/64/64/64 with attention at 16, 8 and 4",
+        "the shipped one: 16x16x4 latents (VAE factor 4, 16/32/64), UNet 32/64/64/64 with attention "
+        "at 16, 8 and 4",
         _unet(IMAGE_SIZE // 4, (32, 64, 64, 64), (True, True, True, False), (8, 8, 8, 8)),
         _vae((16, 32, 64)), TEXT_CONFIG),
+    "v3": Architecture(
+        "the candidate for drawn pictures (train with --pictures broad): 16x16x8 latents (VAE factor 4, "
+        "32/64/64: twice v1's channels at full resolution, where colours are first encoded and last "
+        "decoded), v1's UNet",
+        _unet(IMAGE_SIZE // 4, *V3_UNET, latent_channels=8), _vae((32, 64, 64), 8, norm_groups=2), TEXT_CONFIG),
+    "v3-c4": Architecture(
+        "v3 with Stable Diffusion's 4 latent channels",
+        _unet(IMAGE_SIZE // 4, *V3_UNET, latent_channels=4), _vae((32, 64, 64), 4, norm_groups=2), TEXT_CONFIG),
+    "v3-c16": Architecture(
+        "v3 with 16 latent channels",
+        _unet(IMAGE_SIZE // 4, *V3_UNET, latent_channels=16), _vae((32, 64, 64), 16, norm_groups=2), TEXT_CONFIG),
     "v2": Architecture(
         "32x32 latents (VAE factor 2), UNet 16/32/64/64 with attention at 16 and 8 (not at 32x32: "
         "1024-token attention would triple the time of an edit)",

@@ -74,6 +74,21 @@ class Scene:
         objects[index] = obj
         return replace(self, objects=tuple(objects))
 
+    # The picture interface ShapesBench scores against (shared with drawn_pictures.DrawnPicture).
+    def render(self) -> np.ndarray:
+        return render(self)
+
+    def object_masks(self) -> List[np.ndarray]:
+        return object_masks(self)
+
+    def coverage(self, obj: SceneObject) -> np.ndarray:
+        return coverage(obj, self.size)
+
+    @property
+    def palette(self) -> List[tuple]:
+        """Every colour the scene was drawn with: its objects' and its background's."""
+        return [o.rgb for o in self.objects] + [BACKGROUND_COLORS[c] for c in self.background_colors]
+
 
 def caption_vocabulary() -> List[str]:
     words = {"a", "and", "on", "to", "gradient", "textured", "background", *SHAPES, *OBJECT_COLORS, *BACKGROUND_COLORS}

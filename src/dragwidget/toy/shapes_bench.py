@@ -1,7 +1,10 @@
-"""ShapesBench: seeded drag cases on generated scenes, scored against exact ground truth.
+"""ShapesBench: seeded drag cases on generated pictures, scored against exact ground truth.
 
-Each case drags one or more objects by translations of 8-40 % of the image size. Because the
-scene is parametric, the right answer is known: the object re-rendered at its new place.
+Two families of pictures: `scenes` (the palette scenes of `shapes.py`, dragged by 8-40 % of the
+image, some cases with two objects or two handles) and `drawn` (pictures drawn with PIL's
+ImageDraw in arbitrary colours, `drawn_pictures.py`, 64 and 128 px, one object dragged by 8-22 %
+of the width): the second says how the model does outside anything it was trained on. Because
+every picture is parametric, the right answer is known: the object drawn again at its new place.
 Metrics per case (pairs averaged):
   (a) distance between the dragged object's centroid in the result (found by its colour) and
       where the drag asked it to go, in pixels and relative to the drag length (no edit = 1.0);
@@ -10,7 +13,10 @@ Metrics per case (pairs averaged):
   (d) the fraction of the other objects that stayed (colour region IoU >= 0.5 with their original);
   (e) dragged objects lost: found by their colour over less than 40 % of their area (recoloured,
       blurred into the background or shrunk); a lost object counts as not moved in (a);
-  (f) seconds per edit.
+  (f) background error in grey levels (mean absolute difference from the original over the
+      channels), outside the mask and inside it away from the object; a picture whose background
+      is off by more than `WRECKED_BACKGROUND_ERROR` in either region is counted as wrecked;
+  (g) seconds per edit.
 Aggregates are also given per kind of case (one pair, two objects, one object held by two handles).
 """
 
@@ -26,38 +32,43 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .shapes import BACKGROUND_COLORS, IMAGE_SIZE, Scene, coverage, object_masks, random_scene, render
+from .drawn_pictures import random_drawn_picture
+from .shapes import IMAGE_SIZE, random_scene
 
 COLOR_TOLERANCE = 70.0
 PSNR_CAP = 100.0
 LOST_AREA_FRACTION = 0.4
 CASE_KINDS = ("one", "two_objects", "two_handles")
+FAMILIES = ("scenes", "drawn")
+DRAWN_SIZES = (64, 128)
+WRECKED_BACKGROUND_ERROR = 25.0
 
 
 @dataclass
 class DragCase:
     name: str
-    scene: Scene
+    scene: object                  # a shapes.Scene or a drawn_pictures.DrawnPicture
     moves: Dict[int, tuple]        # object index -> (dx, dy)
     pairs: List[dict]              # {"handle": [x, y], "target": [x, y], "object": index}
     mask: np.ndarray               # bool, True = editable
     kind: str = "one"              # one of CASE_KINDS
+    family: str = "scenes"         # one of FAMILIES
 
     @property
     def image(self) -> np.ndarray:
-        return render(self.scene)
+        return self.scene.render()
 
     @property
-    def expected_scene(self) -> Scene:
+    def expected_scene(self):
         scene = self.scene
         for index, (dx, dy) in self.moves.items():
             scene = scene.with_object(index, scene.objects[index].moved(dx, dy))
         return scene
 
     def to_dict(self) -> dict:
-        masks = object_masks(self.scene)
+        masks = self.scene.object_masks()
         return {
-            "name": self.name, "kind": self.kind, "caption": self.scene.caption,
+            "name": self.name, "kind": self.kind, "family": self.family, "caption": self.scene.caption,
             "objects": [{**obj.to_dict(), "centroid": list(centroid(m))} for obj, m in zip(self.scene.objects, masks)],
             "pairs": self.pairs,
             "moves": {str(k): list(v) for k, v in self.moves.items()},
@@ -67,6 +78,17 @@ class DragCase:
 def centroid(mask: np.ndarray) -> tuple:
     ys, xs = np.nonzero(mask)
     return (float(xs.mean()), float(ys.mean())) if len(xs) else (float("nan"), float("nan"))
+
+
+def on_object(mask: np.ndarray, point: tuple) -> tuple:
+    """`point` if it lies on the object, else the object's pixel nearest to it (a ring's centroid
+    is in its hole, and a handle there would drag the background)."""
+    x, y = point
+    if mask[round(y), round(x)]:
+        return point
+    ys, xs = np.nonzero(mask)
+    nearest = int(np.argmin((xs - x) ** 2 + (ys - y) ** 2))
+    return float(xs[nearest]), float(ys[nearest])
 
 
 def color_region(image: np.ndarray, rgb: Sequence[int], palette: Sequence[Sequence[int]] = (),
@@ -82,10 +104,6 @@ def color_region(image: np.ndarray, rgb: Sequence[int], palette: Sequence[Sequen
     return region
 
 
-def scene_palette(scene: Scene) -> List[tuple]:
-    return [o.rgb for o in scene.objects] + [BACKGROUND_COLORS[c] for c in scene.background_colors]
-
-
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -99,12 +117,28 @@ def psnr_outside(result: np.ndarray, reference: np.ndarray, mask: np.ndarray) ->
     return PSNR_CAP if error == 0 else min(PSNR_CAP, 10 * math.log10(255.0 ** 2 / error))
 
 
+def grown(mask: np.ndarray, pixels: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * pixels + 1))) > 0
+
+
+def background_errors(case: DragCase, result: np.ndarray, original_masks, expected_masks) -> tuple:
+    """Mean absolute error in grey levels outside the mask, and inside it away from every object
+    (where it was and where it should be, grown by 2 px per 64), where the original's background must stay."""
+    difference = np.abs(result.astype(np.float32) - case.image.astype(np.float32)).mean(axis=-1)
+    objects = np.zeros(case.mask.shape, dtype=bool)
+    for mask in (*original_masks, *expected_masks):
+        objects |= mask
+    away = case.mask & ~grown(objects, max(1, round(2 * case.scene.size / IMAGE_SIZE)))
+    outside = float(difference[~case.mask].mean()) if (~case.mask).any() else 0.0
+    return outside, float(difference[away].mean()) if away.any() else 0.0
+
+
 def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
     """The metrics of one edited image against the case's ground truth."""
     original = case.image
-    expected_masks = object_masks(case.expected_scene)
-    original_masks = object_masks(case.scene)
-    palette = scene_palette(case.scene)
+    expected_masks = case.expected_scene.object_masks()
+    original_masks = case.scene.object_masks()
+    palette = case.scene.palette
     found = {index: color_region(result, case.scene.objects[index].rgb, palette) for index in case.moves}
     lost = {index: found[index].sum() < LOST_AREA_FRACTION * expected_masks[index].sum() for index in case.moves}
     distances, relative, ious = [], [], []
@@ -120,6 +154,7 @@ def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
         ious.append(iou(found[index], expected_masks[index]))
     others = [i for i in range(len(case.scene.objects)) if i not in case.moves]
     stayed = [iou(color_region(result, case.scene.objects[i].rgb, palette), original_masks[i]) >= 0.5 for i in others]
+    outside, along_path = background_errors(case, result, original_masks, expected_masks)
     return {
         "distance_px": float(np.mean(distances)),
         "relative_distance": float(np.mean(relative)),
@@ -128,26 +163,28 @@ def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
         "others_stayed": float(np.mean(stayed)) if stayed else 1.0,
         "dragged_objects": len(case.moves),
         "lost_objects": int(sum(lost.values())),
+        "background_error_outside": outside,
+        "background_error_path": along_path,
+        "wrecked": max(outside, along_path) > WRECKED_BACKGROUND_ERROR,
         "seconds": seconds,
     }
 
 
-def _path_mask(scene: Scene, index: int, dx: float, dy: float, grow: int = 3) -> np.ndarray:
-    """Everything the object covers on its way, grown by `grow` pixels."""
+def _path_mask(scene, index: int, dx: float, dy: float) -> np.ndarray:
+    """Everything the object covers on its way, grown by 3 pixels per 64."""
     obj = scene.objects[index]
     swept = np.zeros((scene.size, scene.size), dtype=bool)
     for fraction in np.linspace(0, 1, 9):
-        swept |= coverage(obj.moved(dx * fraction, dy * fraction), scene.size) > 0
-    grown = Image.fromarray(swept.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * grow + 1))
-    return np.asarray(grown) > 0
+        swept |= scene.coverage(obj.moved(dx * fraction, dy * fraction)) > 0
+    return grown(swept, round(3 * scene.size / IMAGE_SIZE))
 
 
-def _try_move(rng, scene: Scene, index: int):
-    """A translation of 8-40 % of the image keeping the object inside and clear of the others."""
+def _try_move(rng, scene, index: int, lengths: tuple = (0.08, 0.40)):
+    """A translation of `lengths` (fractions of the image) keeping the object inside and clear of the others."""
     size = scene.size
     obj = scene.objects[index]
     for _ in range(100):
-        length = rng.uniform(0.08, 0.40) * size
+        length = rng.uniform(*lengths) * size
         angle = rng.uniform(0, 2 * math.pi)
         dx, dy = length * math.cos(angle), length * math.sin(angle)
         cx, cy = obj.center[0] + dx, obj.center[1] + dy
@@ -160,19 +197,26 @@ def _try_move(rng, scene: Scene, index: int):
     return None
 
 
-def make_cases(count: int, seed: int = 0, size: int = IMAGE_SIZE) -> List[DragCase]:
-    """Seeded cases: mostly one pair; some drag two objects, some hold one object by two handles."""
+def make_cases(count: int, seed: int = 0, size: int = IMAGE_SIZE, family: str = "scenes") -> List[DragCase]:
+    """Seeded cases. `scenes`: mostly one pair; some drag two objects, some hold one object by two
+    handles. `drawn`: one object of a drawn picture, alternately 64 and 128 px (`size` unused)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown ShapesBench family {family!r}; choose one of {', '.join(FAMILIES)}")
     rng = np.random.default_rng(seed)
     cases = []
     while len(cases) < count:
-        kind = rng.choice(["one", "two_objects", "two_handles"], p=[0.6, 0.25, 0.15])
-        scene = random_scene(rng, size, max_objects=3)
+        if family == "drawn":
+            kind, lengths = "one", (0.08, 0.22)
+            scene = random_drawn_picture(rng, DRAWN_SIZES[len(cases) % len(DRAWN_SIZES)])
+        else:
+            kind, lengths = rng.choice(["one", "two_objects", "two_handles"], p=[0.6, 0.25, 0.15]), (0.08, 0.40)
+            scene = random_scene(rng, size, max_objects=3)
         if kind == "two_objects" and len(scene.objects) < 2:
             continue
         dragged = [0, 1] if kind == "two_objects" else [int(rng.integers(len(scene.objects)))]
         moves = {}
         for index in dragged:
-            move = _try_move(rng, scene, index)
+            move = _try_move(rng, scene, index, lengths)
             if move is None:
                 break
             moves[index] = move
@@ -182,10 +226,10 @@ def make_cases(count: int, seed: int = 0, size: int = IMAGE_SIZE) -> List[DragCa
             a, b = (scene.objects[i].moved(*moves[i]) for i in dragged)
             if math.dist(a.center, b.center) <= a.radius + b.radius + 2:
                 continue
-        masks = object_masks(scene)
+        masks = scene.object_masks()
         pairs = []
         for index, (dx, dy) in moves.items():
-            cx, cy = centroid(masks[index])
+            cx, cy = on_object(masks[index], centroid(masks[index]))
             handles = [(cx, cy)]
             if kind == "two_handles":
                 offset = scene.objects[index].radius * 0.35
@@ -193,14 +237,15 @@ def make_cases(count: int, seed: int = 0, size: int = IMAGE_SIZE) -> List[DragCa
             for hx, hy in handles:
                 pairs.append({"handle": [round(hx, 1), round(hy, 1)],
                               "target": [round(hx + dx, 1), round(hy + dy, 1)], "object": index})
-        mask = np.zeros((size, size), dtype=bool)
+        mask = np.zeros((scene.size, scene.size), dtype=bool)
         for index, (dx, dy) in moves.items():
             mask |= _path_mask(scene, index, dx, dy)
-        cases.append(DragCase(f"case_{len(cases):03d}", scene, moves, pairs, mask, str(kind)))
+        cases.append(DragCase(f"case_{len(cases):03d}", scene, moves, pairs, mask, str(kind), family))
     return cases
 
 
-MEAN_KEYS = ("distance_px", "relative_distance", "iou", "psnr_outside_mask", "others_stayed", "seconds")
+MEAN_KEYS = ("distance_px", "relative_distance", "iou", "psnr_outside_mask", "others_stayed",
+             "background_error_outside", "background_error_path", "seconds")
 
 
 def worked(row: dict, config) -> bool:
@@ -223,6 +268,7 @@ def aggregate(rows: List[dict]) -> dict:
     summary["relative_distance_median"] = float(np.median([row["relative_distance"] for row in rows]))
     summary["dragged_objects"] = int(sum(row["dragged_objects"] for row in rows))
     summary["lost_objects"] = int(sum(row["lost_objects"] for row in rows))
+    summary["wrecked"] = int(sum(row["wrecked"] for row in rows))
     summary["by_kind"] = {
         kind: {"cases": len(of_kind), "relative_distance": float(np.mean([row["relative_distance"] for row in of_kind])),
                "iou": float(np.mean([row["iou"] for row in of_kind]))}
@@ -230,7 +276,9 @@ def aggregate(rows: List[dict]) -> dict:
     return summary
 
 
-def draw_points(image: np.ndarray, pairs: List[dict], scale: int = 4) -> Image.Image:
+def draw_points(image: np.ndarray, pairs: List[dict], scale: Optional[int] = None) -> Image.Image:
+    """The picture enlarged to 256 px (64-px pictures 4 times) with its pairs drawn on it."""
+    scale = scale or max(1, 256 // image.shape[1])
     picture = Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
     pen = ImageDraw.Draw(picture)
     for pair in pairs:
@@ -327,11 +375,13 @@ def contact_sheet(pairs_of_pictures, columns: int = 4) -> Image.Image:
 
 def format_table(report: dict) -> str:
     lines = [f"{'':10s} {'dist px':>8s} {'rel dist':>8s} {'IoU':>6s} {'PSNR out':>8s} {'others':>7s} {'lost':>7s} "
-             f"{'s/edit':>7s}"]
+             f"{'bg out':>6s} {'bg path':>7s} {'wrecked':>7s} {'s/edit':>7s}"]
     for label, row in (("drag", report["aggregate"]), ("no edit", report["baseline"])):
         lost = f"{row['lost_objects']}/{row['dragged_objects']}"
         lines.append(f"{label:10s} {row['distance_px']:8.2f} {row['relative_distance']:8.3f} {row['iou']:6.3f} "
-                     f"{row['psnr_outside_mask']:8.2f} {row['others_stayed']:7.2f} {lost:>7s} {row['seconds']:7.2f}")
+                     f"{row['psnr_outside_mask']:8.2f} {row['others_stayed']:7.2f} {lost:>7s} "
+                     f"{row['background_error_outside']:6.1f} {row['background_error_path']:7.1f} {row['wrecked']:7d} "
+                     f"{row['seconds']:7.2f}")
     for kind, row in report["aggregate"]["by_kind"].items():
         lines.append(f"  {kind} ({row['cases']} cases): relative distance {row['relative_distance']:.3f}, IoU {row['iou']:.3f}")
     verdict = report["verdict"]

@@ -1,13 +1,17 @@
-"""Train the embedded `toy` model from scratch on procedural shapes (30-40 minutes on 2 CPU cores).
+"""Train the embedded `toy` model from scratch on procedural pictures (see DESCRIPTION for the time).
 
     python -m dragwidget.toy.train --out src/dragwidget/models/toy     # or: dragwidget train-toy
 
-Two stages, both seeded and resumable from the checkpoint folder:
-1. the VAE (a KL autoencoder, factor 2 in the shipped architecture) on random 32x32 crops of 64x64 scenes;
+Three stages, each seeded and resumable from the checkpoint folder:
+1. the VAE (a KL autoencoder, factor 4 in the shipped architecture) on random 32x32 crops of 64x64
+   pictures: ShapesBench's palette scenes (`shapes.py`, the shipped model) or `--pictures broad`
+   (`broad_scenes.py`: any colour, eleven kinds of shape, four kinds of background);
 2. the UNet and the CLIP text encoder together, on VAE latents of a fixed pool of captioned
-   scenes, with 10 % empty captions so that classifier-free guidance works;
-3. the VAE's decoder alone, on whole scenes (the encoder, and so the latents, unchanged).
+   pictures, with 10 % empty captions so that classifier-free guidance works;
+3. the VAE's decoder alone, on whole pictures (the encoder, and so the latents, unchanged).
 The UNet and text encoder saved are exponential moving averages of the trained weights.
+`--pictures broad --architecture v3` trains the candidate for drawn pictures (model card: design
+study of version 3).
 """
 
 from __future__ import annotations
@@ -27,15 +31,20 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..tiny_model import SCHEDULER_CONFIG, create_components, save_model_folder, write_tokenizer
-from .shapes import IMAGE_SIZE, caption_vocabulary, random_scene, render
 from .architectures import ARCHITECTURES, CAPTION_TOKENS
+from .broad_scenes import picture_batch, vocabulary
+from .shapes import IMAGE_SIZE, caption_vocabulary, random_scene, render
 from .train_options import DESCRIPTION, TrainSettings, add_arguments, settings_from_args
 
-def scene_batch(seed: int, count: int):
+
+def scene_batch(settings: TrainSettings, seed: int, count: int):
+    """`count` seeded training pictures in [-1, 1] and their captions, of the chosen distribution."""
+    if settings.pictures == "broad":
+        return picture_batch(seed, count, IMAGE_SIZE)
     rng = np.random.default_rng(seed)
     scenes = [random_scene(rng, IMAGE_SIZE) for _ in range(count)]
     pixels = torch.from_numpy(np.stack([render(s) for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return scenes, pixels
+    return [s.caption for s in scenes], pixels
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
@@ -99,7 +108,7 @@ def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint, device: torc
     vae.train()
     bar = tqdm(range(start, settings.vae_steps), desc="VAE", initial=start, total=settings.vae_steps)
     for step in bar:
-        _, pixels = scene_batch(settings.seed * 1_000_003 + step, settings.vae_batch)
+        _, pixels = scene_batch(settings, settings.seed * 1_000_003 + step, settings.vae_batch)
         generator = torch.Generator().manual_seed(step)
         top, left = (int(v) for v in torch.randint(0, IMAGE_SIZE - settings.vae_crop + 1, (2,), generator=generator))
         crops = pixels[:, :, top:top + settings.vae_crop, left:left + settings.vae_crop].to(device)
@@ -132,7 +141,7 @@ def finetune_decoder(vae, settings: TrainSettings, checkpoint: Checkpoint, devic
     vae.train()
     bar = tqdm(range(start, settings.decoder_steps), desc="decoder", initial=start, total=settings.decoder_steps)
     for step in bar:
-        _, pixels = scene_batch(settings.seed * 3_000_017 + step, settings.vae_batch)
+        _, pixels = scene_batch(settings, settings.seed * 3_000_017 + step, settings.vae_batch)
         pixels = pixels.to(device)
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.mean  # what an edit decodes from: the posterior mean
@@ -156,9 +165,9 @@ def latent_pool(vae, tokenizer, settings: TrainSettings, checkpoint: Checkpoint,
         return pool["latents"], pool["tokens"], float(pool["scaling_factor"])
     latents, tokens = [], []
     for chunk in tqdm(range(0, settings.pool_size, 200), desc="latent pool"):
-        scenes, pixels = scene_batch(settings.seed * 7_000_001 + chunk, min(200, settings.pool_size - chunk))
+        captions, pixels = scene_batch(settings, settings.seed * 7_000_001 + chunk, min(200, settings.pool_size - chunk))
         latents.append(vae.encode(pixels.to(device)).latent_dist.mean.cpu())
-        tokens.append(tokenizer([s.caption for s in scenes], padding="max_length", max_length=CAPTION_TOKENS,
+        tokens.append(tokenizer(captions, padding="max_length", max_length=CAPTION_TOKENS,
                                 truncation=True, return_tensors="pt").input_ids)
     latents, tokens = torch.cat(latents), torch.cat(tokens)
     scaling_factor = 1.0 / latents.std()  # as SD does: unit-variance latents for the UNet
@@ -225,7 +234,8 @@ def train(out: Path, checkpoint_dir: Path, settings: TrainSettings, device: str 
     if saved is not None and saved != asdict(settings):
         raise SystemExit(f"{checkpoint_dir} holds a run with other settings ({saved}); use another --checkpoint folder")
     checkpoint.save({**checkpoint.state(), "settings": asdict(settings)})
-    write_tokenizer(out / "tokenizer", caption_vocabulary(), max_length=CAPTION_TOKENS)
+    words = vocabulary() if settings.pictures == "broad" else caption_vocabulary()
+    write_tokenizer(out / "tokenizer", words, max_length=CAPTION_TOKENS)
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
     torch.manual_seed(settings.seed)
     architecture = ARCHITECTURES[settings.architecture]

@@ -13,13 +13,14 @@ from pathlib import Path
 DESCRIPTION = "Train the embedded `toy` model from scratch on procedural shapes (30-40 minutes on 2 CPU cores)."
 # The names of toy/architectures.py's ARCHITECTURES, listed here so that --help needs no torch import
 # (a test checks that the two lists agree).
-ARCHITECTURE_NAMES = ("v1", "v2", "v2-wide", "v2-attn32")
+ARCHITECTURE_NAMES = ("v1", "v3", "v3-c4", "v3-c16", "v2", "v2-wide", "v2-attn32")
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / "toy"
 
 
 @dataclass
 class TrainSettings:
     architecture: str = "v1"
+    pictures: str = "palette"
     seed: int = 0
     vae_steps: int = 2000
     vae_batch: int = 32
@@ -39,7 +40,9 @@ class TrainSettings:
 
 HELP = {
     "architecture": "which architecture to train (toy/architectures.py): v1 is the shipped one, the others "
-                    "the design study's candidates (32x32 latents)",
+                    "the design studies' candidates",
+    "pictures": "training pictures: palette (ShapesBench's scenes, what the shipped model was trained on) or "
+                "broad (any colour, eleven kinds of shape, toy/broad_scenes.py: the candidates of version 3)",
     "seed": "seed of the scenes, crops, noise and initial weights",
     "vae_steps": "VAE training steps (stage 1)",
     "vae_batch": "VAE batch size",
@@ -66,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="folder for resumable checkpoints (rerun the same command to resume; default toy-checkpoint)")
     parser.add_argument("--device", default="cpu", help="cpu (30-40 minutes on 2 cores) or cuda")
     for setting in fields(TrainSettings):
-        choices = ARCHITECTURE_NAMES if setting.name == "architecture" else None
+        choices = {"architecture": ARCHITECTURE_NAMES, "pictures": ("broad", "palette")}.get(setting.name)
         parser.add_argument(f"--{setting.name.replace('_', '-')}", type=type(setting.default), default=setting.default,
                             choices=choices, help=f"{HELP[setting.name]} (default {setting.default})")
     return parser
