@@ -86,7 +86,7 @@ class DrawnPicture:
         objects[index] = obj
         return replace(self, objects=tuple(objects))
 
-    def _layer(self, obj: DrawnObject) -> np.ndarray:
+    def coverage(self, obj: DrawnObject) -> np.ndarray:
         """Coverage (0..1) of one object, with this picture's kind of edge."""
         scale = ANTIALIAS_SCALE if self.antialiased else 1
         canvas = Image.new("L", (self.size * scale, self.size * scale), 0)
@@ -106,20 +106,17 @@ class DrawnPicture:
     def render(self) -> np.ndarray:
         image = self.render_background()
         for obj in self.objects:
-            alpha = self._layer(obj)[..., None]
+            alpha = self.coverage(obj)[..., None]
             image = image * (1 - alpha) + np.array(obj.rgb, dtype=np.float32) * alpha
         return np.clip(image.round(), 0, 255).astype(np.uint8)
 
     def object_masks(self) -> List[np.ndarray]:
         """Visible region of each object (later objects occlude earlier ones)."""
-        masks = [self._layer(obj) >= 0.5 for obj in self.objects]
+        masks = [self.coverage(obj) >= 0.5 for obj in self.objects]
         for i in range(len(masks)):
             for later in masks[i + 1:]:
                 masks[i] = masks[i] & ~later
         return masks
-
-    def coverage(self, obj: DrawnObject) -> np.ndarray:
-        return self._layer(obj)
 
     @property
     def palette(self) -> List[tuple]:

@@ -121,15 +121,15 @@ def grown(mask: np.ndarray, pixels: int) -> np.ndarray:
     return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * pixels + 1))) > 0
 
 
-def background_errors(case: DragCase, result: np.ndarray, original_masks, expected_masks) -> tuple:
+def background_errors(original: np.ndarray, result: np.ndarray, mask: np.ndarray, object_masks) -> tuple:
     """Mean absolute error in grey levels outside the mask, and inside it away from every object
     (where it was and where it should be, grown by 2 px per 64), where the original's background must stay."""
-    difference = np.abs(result.astype(np.float32) - case.image.astype(np.float32)).mean(axis=-1)
-    objects = np.zeros(case.mask.shape, dtype=bool)
-    for mask in (*original_masks, *expected_masks):
-        objects |= mask
-    away = case.mask & ~grown(objects, max(1, round(2 * case.scene.size / IMAGE_SIZE)))
-    outside = float(difference[~case.mask].mean()) if (~case.mask).any() else 0.0
+    difference = np.abs(result.astype(np.float32) - original.astype(np.float32)).mean(axis=-1)
+    objects = np.zeros(mask.shape, dtype=bool)
+    for object_mask in object_masks:
+        objects |= object_mask
+    away = mask & ~grown(objects, max(1, round(2 * mask.shape[1] / IMAGE_SIZE)))
+    outside = float(difference[~mask].mean()) if (~mask).any() else 0.0
     return outside, float(difference[away].mean()) if away.any() else 0.0
 
 
@@ -154,7 +154,7 @@ def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
         ious.append(iou(found[index], expected_masks[index]))
     others = [i for i in range(len(case.scene.objects)) if i not in case.moves]
     stayed = [iou(color_region(result, case.scene.objects[i].rgb, palette), original_masks[i]) >= 0.5 for i in others]
-    outside, along_path = background_errors(case, result, original_masks, expected_masks)
+    outside, along_path = background_errors(original, result, case.mask, (*original_masks, *expected_masks))
     return {
         "distance_px": float(np.mean(distances)),
         "relative_distance": float(np.mean(relative)),
