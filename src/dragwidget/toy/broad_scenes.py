@@ -23,7 +23,7 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image
 
-from .shapes import random_scene, render
+from .shapes import caption_vocabulary, random_scene, render
 
 COLOR_WORDS = {
     "red": (220, 40, 40), "maroon": (120, 20, 30), "orange": (245, 135, 30), "peach": (250, 190, 150),
@@ -53,9 +53,7 @@ def color_word(rgb) -> str:
 
 def vocabulary() -> List[str]:
     """Every word a caption of either generator (this one, `shapes.py`) can contain."""
-    words = {"a", "and", "on", "to", "gradient", "textured", "noisy", "background",
-             *COLOR_WORDS, *SHAPE_WORDS, "disc", "square", "triangle", "cross"}
-    return sorted(words)
+    return sorted({*caption_vocabulary(), "noisy", *COLOR_WORDS, *SHAPE_WORDS})
 
 
 def _rotated(xs, ys, center, angle):
@@ -196,9 +194,13 @@ def broad_picture(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, str]
 
 def picture_batch(seed: int, count: int, size: int):
     """`count` seeded pictures as a tensor in [-1, 1] (N, 3, H, W), and their captions."""
-    import torch
-
     rng = np.random.default_rng(seed)
     pictures, captions = zip(*(broad_picture(rng, size) for _ in range(count)))
-    pixels = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return list(captions), pixels
+    return list(captions), as_pixels(pictures)
+
+
+def as_pixels(pictures):
+    """HxWx3 uint8 pictures as one (N, 3, H, W) float tensor in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..tiny_model import SCHEDULER_CONFIG, create_components, save_model_folder, write_tokenizer
 from .architectures import ARCHITECTURES, CAPTION_TOKENS
-from .broad_scenes import picture_batch, vocabulary
+from .broad_scenes import as_pixels, picture_batch, vocabulary
 from .shapes import IMAGE_SIZE, caption_vocabulary, random_scene, render
 from .train_options import DESCRIPTION, TrainSettings, add_arguments, settings_from_args
 
@@ -43,8 +43,7 @@ def scene_batch(settings: TrainSettings, seed: int, count: int):
         return picture_batch(seed, count, IMAGE_SIZE)
     rng = np.random.default_rng(seed)
     scenes = [random_scene(rng, IMAGE_SIZE) for _ in range(count)]
-    pixels = torch.from_numpy(np.stack([render(s) for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return [s.caption for s in scenes], pixels
+    return [s.caption for s in scenes], as_pixels([render(s) for s in scenes])
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
