@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dragwidget.correspondence import CorrespondenceExplorer, best_match, similarity_map
+from dragwidget.widget.correspondence import CorrespondenceExplorer, best_match, similarity_map
 from dragwidget.feature_maps import FeatureMaps, FeatureRequest, fit_pca_basis
 from dragwidget.loading import embedded_model_path
 

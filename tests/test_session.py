@@ -173,7 +173,7 @@ def test_bad_parameters_name_the_parameter(tmp_path, parameters, field):
 # ---------------------------------------------------------------------- a failed load changes nothing
 def _snapshot(widget):
     return (widget.points, widget.mask.copy(), np.asarray(widget.image).copy(), widget.prompt, widget.lora_steps,
-            widget.drag_steps, widget.pending_handle, widget.undo_button.disabled)
+            widget.drag_steps, widget.pending_handle, widget.toolbar.undo_button.disabled)
 
 
 def _same(a, b):
@@ -192,8 +192,8 @@ def test_a_failed_load_leaves_image_points_mask_and_history_as_they_were(tmp_pat
     click(widget, 40, 40)
     click(widget, 120, 40)
     widget.mode = "mask"
-    widget.on_mouse_down(100, 100)
-    widget.on_mouse_up(140, 100)
+    widget.canvas.on_mouse_down(100, 100)
+    widget.canvas.on_mouse_up(140, 100)
     before = _snapshot(widget)
     with pytest.raises(InputError):
         widget.load_session(folder)
@@ -218,9 +218,9 @@ def test_loading_a_session_while_a_run_works_is_refused(tmp_path):
     try:
         with pytest.raises(RuntimeError, match="a run is in progress: press Cancel"):
             widget.load_session(folder)
-        widget._load_clicked()                            # the button says it instead
-        assert "a run is in progress" in widget.session_message.value
+        widget.session_panel.load_clicked()                            # the button says it instead
+        assert "a run is in progress" in widget.session_panel.message.value
     finally:
         release.set()
-        widget.runner.join(10)
+        widget.controller.runner.join(10)
     assert _same(_snapshot(widget), before)

@@ -20,15 +20,15 @@ from dragwidget import Progress
 from dragwidget.errors import DragCancelled, InputError
 from dragwidget.run_plan import RunPlan
 from dragwidget.widget import DragWidget, drawing
-from dragwidget.widget.running import StageClock
-from dragwidget.widget.state import EditState, paint_capsule
-from widget_fakes import FakeEditor, click, dom, picture
+from dragwidget.widget.history import EditHistory, Snapshot, paint_capsule
+from dragwidget.widget.progress_view import StageClock
+from widget_fakes import FakeEditor, Widget, click, dom, picture
 
 
 # ---------------------------------------------------------------------- coordinates and clicks
 def test_clicks_at_display_scale_8_store_image_pixels():
-    widget = DragWidget(picture(64, 64), model="fake")
-    assert widget.display_scale == 8 and widget.canvas_size == (512, 512)
+    widget = Widget(picture(64, 64), model="fake")
+    assert widget.canvas.scale == 8 and widget.canvas.canvas_size == (512, 512)
     click(widget, 100, 50)                       # buffer pixels -> image pixel (12, 6)
     assert widget.pending_handle == [12, 6] and widget.points == []
     click(widget, 200, 52)
@@ -37,21 +37,21 @@ def test_clicks_at_display_scale_8_store_image_pixels():
 
 
 def test_dom_events_with_css_scaling_and_downscaled_display():
-    widget = DragWidget(picture(1000, 800), model="fake")   # shown reduced to fit 512x512
-    assert widget.display_scale == pytest.approx(0.512)
-    assert widget.canvas_size == (512, 410)
+    widget = Widget(picture(1000, 800), model="fake")   # shown reduced to fit 512x512
+    assert widget.canvas.scale == pytest.approx(0.512)
+    assert widget.canvas.canvas_size == (512, 410)
     # The canvas element is shown at 256 CSS px wide (half its buffer): CSS (128, 100) is the
     # buffer's (256, 200).
-    widget.handle_event(dom("mousedown", 128, 100, 256, 205, widget))
-    widget.handle_event(dom("mouseup", 128, 100, 256, 205, widget))
-    widget.handle_event(dom("mousedown", 200, 50, 256, 205, widget))
+    widget.canvas.handle_event(dom("mousedown", 128, 100, 256, 205, widget))
+    widget.canvas.handle_event(dom("mouseup", 128, 100, 256, 205, widget))
+    widget.canvas.handle_event(dom("mousedown", 200, 50, 256, 205, widget))
     # buffer (256, 200) and (400, 100) are image (256 / 0.512, 200 / 0.512) = (500, 390.6) and (781.3, 195.3)
     assert widget.points == [{"handle": [500, 390], "target": [781, 195]}]
 
 
 def test_right_button_and_clicks_while_running_are_ignored():
-    widget = DragWidget(picture(), model="fake")
-    widget.handle_event({"type": "mousedown", "relativeX": 10, "relativeY": 10, "button": 2})
+    widget = Widget(picture(), model="fake")
+    widget.canvas.handle_event({"type": "mousedown", "relativeX": 10, "relativeY": 10, "button": 2})
     assert widget.pending_handle is None
     widget.running = True
     click(widget, 10, 10)
@@ -60,14 +60,14 @@ def test_right_button_and_clicks_while_running_are_ignored():
 
 # ---------------------------------------------------------------------- mask strokes
 def test_stroke_at_scale_paints_image_pixels_and_eraser_removes():
-    widget = DragWidget(picture(64, 64), model="fake")
+    widget = Widget(picture(64, 64), model="fake")
     widget.mode = "mask"
     widget.brush_radius = 2
     # a horizontal stroke from image (10, 20) to (30, 20): buffer x = (i + 0.5) * 8
-    widget.on_mouse_down(10.5 * 8, 20.5 * 8)
-    widget.on_mouse_move(20.5 * 8, 20.5 * 8, buttons=1)
-    widget.on_mouse_move(25.5 * 8, 20.5 * 8, buttons=0)   # a late move from before the press: ignored
-    widget.on_mouse_up(30.5 * 8, 20.5 * 8)
+    widget.canvas.on_mouse_down(10.5 * 8, 20.5 * 8)
+    widget.canvas.on_mouse_move(20.5 * 8, 20.5 * 8, buttons=1)
+    widget.canvas.on_mouse_move(25.5 * 8, 20.5 * 8, buttons=0)   # a late move from before the press: ignored
+    widget.canvas.on_mouse_up(30.5 * 8, 20.5 * 8)
     mask = widget.mask
     assert mask.shape == (64, 64) and mask.dtype == bool
     assert mask[20, 10:31].all() and mask[18, 20] and mask[22, 20]
@@ -75,37 +75,37 @@ def test_stroke_at_scale_paints_image_pixels_and_eraser_removes():
     ys, xs = np.nonzero(mask)
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (18, 22, 8, 32)
     widget.mode = "erase"
-    widget.on_mouse_down(20.5 * 8, 20.5 * 8)
-    widget.on_mouse_leave()                       # leaving the canvas ends the stroke
+    widget.canvas.on_mouse_down(20.5 * 8, 20.5 * 8)
+    widget.canvas.on_mouse_leave()                       # leaving the canvas ends the stroke
     assert not widget.mask[20, 20] and widget.mask[20, 10]
 
 
 def test_stroke_at_downscaled_display_and_dom_throttled_moves():
-    widget = DragWidget(picture(1024, 512), model="fake")   # scale 0.5
+    widget = Widget(picture(1024, 512), model="fake")   # scale 0.5
     widget.mode = "mask"
     widget.brush_radius = 10
-    widget.handle_event(dom("mousedown", 100, 100, 512, 256, widget, timeStamp=10.0))
-    widget.handle_event(dom("mousemove", 140, 100, 512, 256, widget, buttons=0, timeStamp=5.0))  # before the press
-    widget.handle_event(dom("mousemove", 150, 100, 512, 256, widget, buttons=1, timeStamp=20.0))
-    widget.handle_event(dom("mouseup", 150, 100, 512, 256, widget))
+    widget.canvas.handle_event(dom("mousedown", 100, 100, 512, 256, widget, timeStamp=10.0))
+    widget.canvas.handle_event(dom("mousemove", 140, 100, 512, 256, widget, buttons=0, timeStamp=5.0))  # before the press
+    widget.canvas.handle_event(dom("mousemove", 150, 100, 512, 256, widget, buttons=1, timeStamp=20.0))
+    widget.canvas.handle_event(dom("mouseup", 150, 100, 512, 256, widget))
     mask = widget.mask
     assert mask[200, 200] and mask[200, 300] and mask[209, 250]
     assert not mask[200, 185] and not mask[200, 315] and not mask[215, 250]
 
 
 def test_wheel_changes_brush_radius_in_mask_mode_only():
-    widget = DragWidget(picture(), model="fake")
+    widget = Widget(picture(), model="fake")
     radius = widget.brush_radius
-    widget.on_wheel(-100)
+    widget.canvas.on_wheel(-100)
     assert widget.brush_radius == radius              # points mode: wheel left to the page
-    assert "wheel" not in widget._events.watched_events
-    assert widget._moves.watched_events == []                     # no pointer traffic in points mode
+    assert "wheel" not in widget.canvas._events.watched_events
+    assert widget.canvas._moves.watched_events == []                     # no pointer traffic in points mode
     widget.mode = "mask"
-    assert "wheel" in widget._events.watched_events and widget._moves.watched_events == ["mousemove"]
-    widget.handle_event({"type": "wheel", "deltaY": -100})
-    widget.on_wheel(-3)
+    assert "wheel" in widget.canvas._events.watched_events and widget.canvas._moves.watched_events == ["mousemove"]
+    widget.canvas.handle_event({"type": "wheel", "deltaY": -100})
+    widget.canvas.on_wheel(-3)
     assert widget.brush_radius == radius + 2
-    widget.on_wheel(5)
+    widget.canvas.on_wheel(5)
     assert widget.brush_radius == radius + 1
 
 
@@ -118,12 +118,12 @@ def test_paint_capsule_edges():
 
 # ---------------------------------------------------------------------- undo / redo / clear
 def test_undo_redo_each_action():
-    widget = DragWidget(picture(), model="fake")
+    widget = Widget(picture(), model="fake")
     click(widget, 80, 80)
     click(widget, 160, 80)
     widget.mode = "mask"
-    widget.on_mouse_down(300, 300)
-    widget.on_mouse_up(300, 300)
+    widget.canvas.on_mouse_down(300, 300)
+    widget.canvas.on_mouse_up(300, 300)
     painted = widget.mask.copy()
     widget.clear_points()
     widget.clear_mask()
@@ -133,18 +133,18 @@ def test_undo_redo_each_action():
     assert widget.undo() == "stroke" and not widget.mask.any()
     assert widget.undo() == "target" and widget.points == [] and widget.pending_handle == [10, 10]
     assert widget.undo() == "handle" and widget.pending_handle is None
-    assert widget.undo() is None and widget.undo_button.disabled
+    assert widget.undo() is None and widget.toolbar.undo_button.disabled
     assert widget.redo() == "handle" and widget.redo() == "target"
     assert widget.points == [{"handle": [10, 10], "target": [20, 10]}]
     assert widget.redo() == "stroke" and np.array_equal(widget.mask, painted)
-    assert not widget.redo_button.disabled
+    assert not widget.toolbar.redo_button.disabled
     widget.mode = "points"
     click(widget, 0, 0)                            # a new action empties the redo stack
     assert widget.redo() is None
 
 
 def test_python_changes_are_undoable_too():
-    widget = DragWidget(picture(), model="fake")
+    widget = Widget(picture(), model="fake")
     widget.points = [((1, 2), (3, 4))]
     widget.points = [[1, 2], [5, 6], [7, 8], [9, 10]]      # flat DragBench layout
     assert len(widget.points) == 2
@@ -153,11 +153,11 @@ def test_python_changes_are_undoable_too():
 
 
 def test_escape_drops_a_pending_handle_when_idle():
-    widget = DragWidget(picture(), model="fake")
+    widget = Widget(picture(), model="fake")
     click(widget, 40, 40)
-    widget.on_key("Escape")
+    widget.canvas.on_key("Escape")
     assert widget.pending_handle is None
-    widget.on_key("z")
+    widget.canvas.on_key("z")
     assert widget.pending_handle == [5, 5]
 
 
@@ -169,20 +169,20 @@ def test_hotkeys_switch_modes_undo_redo_and_run():
         done.set()
         raise RuntimeError("stop here")
 
-    widget = DragWidget(picture(), editor=FakeEditor(behave))
+    widget = Widget(picture(), editor=FakeEditor(behave))
     for key, mode in (("m", "mask"), ("e", "erase"), ("p", "points"), ("M", "mask")):
-        widget.handle_event({"type": "keydown", "key": key})
+        widget.canvas.handle_event({"type": "keydown", "key": key})
         assert widget.mode == mode
-    widget.on_key("p")
+    widget.canvas.on_key("p")
     click(widget, 8, 8)
-    widget.on_key("z")
+    widget.canvas.on_key("z")
     assert widget.pending_handle is None
-    widget.on_key("y")
+    widget.canvas.on_key("y")
     assert widget.pending_handle == [1, 1]
     click(widget, 80, 8)
-    widget.on_key("Enter")
+    widget.canvas.on_key("Enter")
     assert done.wait(10)
-    widget.runner.join(10)
+    widget.controller.runner.join(10)
     assert widget.error == "RuntimeError: stop here"
     assert "p</b> points" in widget.help_html.value and "Esc" in widget.help_html.value
 
@@ -190,11 +190,11 @@ def test_hotkeys_switch_modes_undo_redo_and_run():
 # ---------------------------------------------------------------------- traits
 def test_trait_round_trips_and_validation():
     image = Image.fromarray(picture(40, 30))
-    widget = DragWidget(image, prompt="a red disc", model="fake", lora_steps=7, seed=3)
+    widget = Widget(image, prompt="a red disc", model="fake", lora_steps=7, seed=3)
     assert widget.image.size == (40, 30) and widget.mask.shape == (30, 40)
-    assert widget.prompt_text.value == "a red disc"
-    assert widget.parameter_widgets["lora_steps"].value == 7 and widget.seed == 3
-    widget.parameter_widgets["drag_steps"].value = 12       # the panel changes the trait
+    assert widget.parameters_panel.prompt_text.value == "a red disc"
+    assert widget.parameters_panel.fields["lora_steps"].value == 7 and widget.seed == 3
+    widget.parameters_panel.fields["drag_steps"].value = 12       # the panel changes the trait
     assert widget.drag_steps == 12
     widget.points = [{"handle": (1.5, 2), "target": [10, 20]}]
     assert widget.points == [{"handle": [1.5, 2], "target": [10, 20]}]
@@ -213,20 +213,20 @@ def test_trait_round_trips_and_validation():
     assert widget.points == [] and widget.mask.shape == (48, 64) and "image" in seen
     assert widget.result is None
     with pytest.raises(TypeError, match="unknown"):
-        DragWidget(image, model="fake", lora_step=3)
+        Widget(image, model="fake", lora_step=3)
 
 
 def test_defaults_come_from_the_engine_config(editor):
-    widget = DragWidget(picture(), editor=editor)
+    widget = Widget(picture(), editor=editor)
     assert widget.model == editor.model.name
     assert widget.lora_steps == editor.config.lora_steps
     assert widget.drag_steps == editor.config.max_drag_steps
     assert widget.inversion_strength == editor.config.inversion_strength
-    assert widget.accordion.selected_index is None               # the panel starts collapsed
+    assert widget.tabs.selected_index is None                   # the tabs start collapsed
     # keep_outside_mask: off in the API, on in the widget (a checkbox of the Parameters panel)
     assert widget._config(editor) == editor.config.replace(preview_every=widget.preview_every, keep_outside_mask=True)
-    assert editor.config.keep_outside_mask is False and widget.parameter_widgets["keep_outside_mask"].value is True
-    widget.parameter_widgets["keep_outside_mask"].value = False
+    assert editor.config.keep_outside_mask is False and widget.parameters_panel.fields["keep_outside_mask"].value is True
+    widget.parameters_panel.fields["keep_outside_mask"].value = False
     assert widget._config(editor).keep_outside_mask is False and widget.parameters["keep_outside_mask"] is False
 
 
@@ -235,32 +235,32 @@ def test_model_defaults_without_loading(tmp_path):
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         (folder / part).mkdir(parents=True)
     (folder / "dragwidget_settings.json").write_text(json.dumps({"lora_steps": 11, "max_drag_steps": 9}))
-    widget = DragWidget(picture(), model=str(folder))
+    widget = Widget(picture(), model=str(folder))
     assert (widget.lora_steps, widget.drag_steps, widget.editor) == (11, 9, None)
 
 
 def test_upload_button_sets_the_image():
-    widget = DragWidget(model="fake")
+    widget = Widget(model="fake")
     buffer = io.BytesIO()
     Image.fromarray(picture(30, 20)).save(buffer, format="PNG")
-    widget.upload.value = ({"name": "mine.png", "type": "image/png", "size": len(buffer.getvalue()),
+    widget.parameters_panel.upload.value = ({"name": "mine.png", "type": "image/png", "size": len(buffer.getvalue()),
                             "content": memoryview(buffer.getvalue()), "last_modified": datetime.now(timezone.utc)},)
     assert widget.image.size == (30, 20) and "mine.png" in widget.status
-    widget.upload.value = ({"name": "bad.png", "type": "image/png", "size": 3, "content": memoryview(b"abc"),
+    widget.parameters_panel.upload.value = ({"name": "bad.png", "type": "image/png", "size": 3, "content": memoryview(b"abc"),
                             "last_modified": datetime.now(timezone.utc)},)
     assert "could not open bad.png" in widget.error and widget.image.size == (30, 20)
 
 
 def test_show_mask_hides_the_overlay_only():
-    widget = DragWidget(picture(), model="fake", mask=np.ones((64, 64), bool))
-    widget.show_mask_box.value = False
+    widget = Widget(picture(), model="fake", mask=np.ones((64, 64), bool))
+    widget.toolbar.show_mask_box.value = False
     assert widget.show_mask is False and widget.mask.all()
 
 
 # ---------------------------------------------------------------------- running
 def test_run_on_tiny_model_in_a_thread(editor, tmp_path):
     image = picture(64, 64, seed=2)
-    widget = DragWidget(image, editor=editor, prompt="a red disc", preview_every=1)
+    widget = Widget(image, editor=editor, prompt="a red disc", preview_every=1)
     widget.points = [{"handle": [20, 30], "target": [28, 30]}]
     mask = np.zeros((64, 64), bool)
     mask[20:40, 10:40] = True
@@ -268,34 +268,38 @@ def test_run_on_tiny_model_in_a_thread(editor, tmp_path):
     main = threading.current_thread()
     seen_threads = []
     widget.observe(lambda change: seen_threads.append(threading.current_thread()), names="result")
+    stages, timings = [], []
+    widget.progress.stage.observe(lambda change: stages.append(change["new"]), names="value")
+    widget.progress.timing.observe(lambda change: timings.append(change["new"]), names="value")
     widget.run()
-    assert widget.running and widget.run_button.disabled and not widget.cancel_button.disabled
+    assert widget.running and widget.toolbar.run_button.disabled and not widget.toolbar.cancel_button.disabled
     result = widget.wait(120)
     assert result is widget.result and widget.result is not None
     assert seen_threads and seen_threads[0] is not main
-    assert not widget.running and not widget.run_button.disabled and widget.cancel_button.disabled
+    assert not widget.running and not widget.toolbar.run_button.disabled and widget.toolbar.cancel_button.disabled
     assert result.image.size == (64, 64) and widget.error == ""
-    assert widget.bars["lora"].value == widget.bars["lora"].max and widget.bars["denoise"].value > 0
-    assert widget.result_panel.layout.display is None
-    assert widget.result_panel.gif[:6] == b"GIF89a"
-    assert len(widget._frames) == 2 + result.steps               # start, a preview per step, the result
-    assert Image.open(widget.result_panel.save_gif(tmp_path / "drag.gif")).n_frames >= 2
-    assert Image.open(widget.result_panel.save_png(tmp_path / "edited.png")).size == (64, 64)
+    assert {"<small><b>LoRA</b></small>", "<small><b>Denoise</b></small>"} <= set(stages)
+    assert widget.results.compare.layout.display is None and widget.results.edited_view.value[:4] == b"\x89PNG"
+    assert widget.results.gif[:6] == b"GIF89a"
+    assert len(widget.controller.frames) == 2 + result.steps               # start, a preview per step, the result
+    assert Image.open(widget.results.save_gif(tmp_path / "drag.gif")).n_frames >= 2
+    assert Image.open(widget.results.save_png(tmp_path / "edited.png")).size == (64, 64)
     assert "LoRA: trained" in widget.status
     # the PCA feature grid of original vs edited, computed in the same thread, beside the edited image
     maps = widget.feature_maps
     assert maps is not None and maps.labels == ["original", "edited"]
     assert maps.blocks == [result.config.feature_block] and maps.drag_block == result.config.feature_block
-    assert widget.result_panel.features_view.value[:8] == b"\x89PNG\r\n\x1a\n"
-    assert widget.result_panel.features_png == widget.result_panel.features_view.value
-    assert widget.result_panel.features_box.layout.display is None
-    assert "feature maps in" in widget.status and widget.bars["features"].bar_style == "success"
+    assert widget.results.features.view.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert widget.results.features.png == widget.results.features.view.value
+    assert widget.results.features.view.layout.display is None
+    assert "feature maps in" in widget.status and widget.progress.bar.bar_style == "success"
     # points, mask and image are the user's; the handles drawn during the run came from tracking
     assert widget.points == [{"handle": [20, 30], "target": [28, 30]}] and np.array_equal(widget.mask, mask)
 
+    timings.clear()
     widget.run(wait=True)                                          # same image: cached LoRA and inversion
     assert "reused from the previous run" in widget.status
-    assert widget.bar_labels["lora"].value == "<small>cached</small>"
+    assert "<small>cached</small>" in timings
 
     widget.use_result_as_input()
     assert np.array_equal(np.asarray(widget.image), np.asarray(widget.result.image)) and widget.points == []
@@ -304,12 +308,12 @@ def test_run_on_tiny_model_in_a_thread(editor, tmp_path):
 def test_show_features_off_computes_no_feature_maps(editor, monkeypatch):
     calls = []
     monkeypatch.setattr(editor, "feature_maps", lambda *args, **kwargs: calls.append(args))
-    widget = DragWidget(picture(64, 64, seed=3), editor=editor, preview_every=0, show_features=False)
-    assert not widget.show_features_box.value and widget._features_row.layout.display == "none"
+    widget = Widget(picture(64, 64, seed=3), editor=editor, preview_every=0, show_features=False)
+    assert not widget.show_features_box.value and widget.results.features.layout.display == "none"
     widget.points = [{"handle": [20, 30], "target": [26, 30]}]
     result = widget.run(wait=True)
     assert result is widget.result and calls == [] and widget.feature_maps is None
-    assert widget.result_panel.features_view.value == b"" and widget.result_panel.features_box.layout.display == "none"
+    assert widget.results.features.view.value == b"" and widget.results.features.view.layout.display == "none"
     assert "feature maps" not in widget.status
 
 
@@ -321,13 +325,13 @@ def test_a_feature_maps_failure_keeps_the_drag_result(editor, monkeypatch):
         raise RuntimeError("no features today")
 
     monkeypatch.setattr(editor, "feature_maps", broken)
-    widget = DragWidget(picture(64, 64, seed=4), editor=editor, prompt="a red disc", preview_every=0)
+    widget = Widget(picture(64, 64, seed=4), editor=editor, prompt="a red disc", preview_every=0)
     widget.points = [{"handle": [20, 30], "target": [26, 30]}]
     result = widget.run(wait=True)
     assert result is not None and widget.result is result and widget.feature_maps is None
-    assert widget.result_panel.edited_view.value[:4] == b"\x89PNG"
+    assert widget.results.edited_view.value[:4] == b"\x89PNG"
     assert "feature maps failed: RuntimeError: no features today" in widget.status and widget.error == ""
-    assert "no features today" in widget.result_panel.features_label.value
+    assert "no features today" in widget.results.features.label.value
     assert "RuntimeError" in widget.last_traceback and not widget.running
     # what was asked: original vs edited of this result, with the widget's prompt, the drag's block only
     (request,) = requests
@@ -340,18 +344,18 @@ def test_a_feature_maps_failure_keeps_the_drag_result(editor, monkeypatch):
 
 
 def test_model_is_loaded_lazily_at_the_first_run(tiny_model_dir):
-    widget = DragWidget(picture(), model=str(tiny_model_dir), lora_steps=1, drag_steps=2, preview_every=0)
+    widget = Widget(picture(), model=str(tiny_model_dir), lora_steps=1, drag_steps=2, preview_every=0)
     assert widget.editor is None
     widget.points = [((10, 10), (14, 10))]
     result = widget.run(wait=True)
     assert widget.editor is not None and widget.editor.model.name == str(tiny_model_dir)
     assert result.config.lora_steps == 1 and result.config.max_drag_steps == 2
-    assert widget.result_panel.gif == b""
+    assert widget.results.gif == b""
 
 
 def test_generated_image_mode(editor):
-    widget = DragWidget(editor=editor, preview_every=0)
-    assert "no image" in widget.readout.value
+    widget = Widget(editor=editor, preview_every=0)
+    assert "no image" in widget.point_list.summary.value
     widget.generate("a red disc", wait=True)
     assert widget.image is not None and widget.prompt == "a red disc"
     width, height = widget.image.size
@@ -360,7 +364,7 @@ def test_generated_image_mode(editor):
     assert result.image.size == widget.image.size
     assert result.reused == {"lora": "none", "inversion": "generation"}
     widget.image = picture()                                       # another image drops the generated latents
-    assert widget._generated is None
+    assert widget.controller.generated is None
 
 
 def test_engine_error_leaves_points_mask_and_image_intact():
@@ -371,24 +375,24 @@ def test_engine_error_leaves_points_mask_and_image_intact():
 
     editor = FakeEditor(behave)
     image = picture()
-    widget = DragWidget(image, editor=editor)
+    widget = Widget(image, editor=editor)
     widget.points = [{"handle": [10, 10], "target": [20, 20]}]
     widget.mode = "mask"
-    widget.on_mouse_down(100, 100)
-    widget.on_mouse_up(140, 100)
+    widget.canvas.on_mouse_down(100, 100)
+    widget.canvas.on_mouse_up(140, 100)
     points, mask, shown = list(widget.points), widget.mask.copy(), np.asarray(widget.image).copy()
     with pytest.raises(InputError):
         widget.run(wait=True)
     assert widget.error == "the prompt is too long for this model"
-    assert "the prompt is too long" in widget.error_html.value
+    assert "the prompt is too long" in widget.progress.error_html.value
     assert widget.points == points and np.array_equal(widget.mask, mask)
     assert np.array_equal(np.asarray(widget.image), shown) and widget.result is None
-    assert not widget.running and not widget.run_button.disabled
-    assert widget._tracked is None
+    assert not widget.running and not widget.toolbar.run_button.disabled
+    assert widget.canvas.tracked is None
     assert editor.requests[0].points == points and np.array_equal(editor.requests[0].mask, mask)
 
     widget.run()
-    widget.runner.join(10)
+    widget.controller.runner.join(10)
     assert widget.undo() == "stroke"                               # still editable after an error
 
 
@@ -404,20 +408,20 @@ def test_cancel_stops_a_run():
             threading.Event().wait(0.01)
         raise AssertionError("not cancelled")
 
-    widget = DragWidget(picture(), editor=FakeEditor(behave))
+    widget = Widget(picture(), editor=FakeEditor(behave))
     widget.points = [((1, 1), (5, 5))]
     widget.run()
     assert started.wait(10)
     click(widget, 40, 40)                                         # no editing while it runs
     assert widget.pending_handle is None
-    widget.on_key("Escape")
+    widget.canvas.on_key("Escape")
     with pytest.raises(DragCancelled):
         widget.wait(10)
     assert "cancelled" in widget.status and widget.error == "" and not widget.running
 
 
 def test_run_needs_points():
-    widget = DragWidget(picture(), model="fake")
+    widget = Widget(picture(), model="fake")
     assert widget.run() is None and "no point pairs" in widget.error
     with pytest.raises(InputError):
         widget.run(wait=True)
@@ -439,7 +443,7 @@ def blocking_editor(events=()):
 
 def test_the_image_cannot_change_while_a_run_works():
     editor, started, release = blocking_editor()
-    widget = DragWidget(picture(seed=1), editor=editor)
+    widget = Widget(picture(seed=1), editor=editor)
     widget.points = [((1, 1), (5, 5))]
     shown = np.asarray(widget.image).copy()
     widget.run()
@@ -449,7 +453,7 @@ def test_the_image_cannot_change_while_a_run_works():
             widget.image = picture(seed=2)
         buffer = io.BytesIO()
         Image.fromarray(picture(30, 20)).save(buffer, format="PNG")
-        widget.upload.value = ({"name": "new.png", "type": "image/png", "size": len(buffer.getvalue()),
+        widget.parameters_panel.upload.value = ({"name": "new.png", "type": "image/png", "size": len(buffer.getvalue()),
                                 "content": memoryview(buffer.getvalue()), "last_modified": datetime.now(timezone.utc)},)
         assert "new.png was not loaded: a run is in progress" in widget.error
         assert widget.generate("a red disc") is None and "a run is in progress" in widget.status
@@ -460,7 +464,7 @@ def test_the_image_cannot_change_while_a_run_works():
         assert np.array_equal(np.asarray(widget.image), shown) and widget.points == [{"handle": [1, 1], "target": [5, 5]}]
     finally:
         release.set()
-        widget.runner.join(10)
+        widget.controller.runner.join(10)
     widget.image = picture(seed=2)                                 # allowed again once it ended
     assert not np.array_equal(np.asarray(widget.image), shown)
 
@@ -477,16 +481,17 @@ def test_each_run_starts_from_clean_bars_and_a_failure_is_marked():
         progress(Progress("lora", 1, 1))                            # ends exactly at the end of LoRA
         raise RuntimeError("broken LoRA")
 
-    widget = DragWidget(picture(), editor=FakeEditor(behave))
+    widget = Widget(picture(), editor=FakeEditor(behave))
     widget.points = [((1, 1), (5, 5))]
     with pytest.raises(RuntimeError):
         widget.run(wait=True)
-    assert widget.bars["drag"].bar_style == "danger" and widget.status.startswith("FAILED during optimise")
+    assert widget.progress.bar.bar_style == "danger" and widget.status.startswith("FAILED during optimise")
+    assert "Optimise" in widget.progress.stage.value
     with pytest.raises(RuntimeError):
         widget.run(wait=True)
-    assert widget.bars["lora"].bar_style == "danger" and widget.status.startswith("FAILED during lora")
-    assert (widget.bars["drag"].value, widget.bars["drag"].bar_style, widget.bar_labels["drag"].value) == (0, "", "")
-    assert widget.error == "RuntimeError: broken LoRA" and "broken LoRA" in widget.error_html.value
+    assert widget.progress.bar.bar_style == "danger" and widget.status.startswith("FAILED during lora")
+    assert "LoRA" in widget.progress.stage.value and widget.progress.timing.value.startswith("<small>1/1 ·")
+    assert widget.error == "RuntimeError: broken LoRA" and "broken LoRA" in widget.progress.error_html.value
 
 
 def test_stage_bars_show_elapsed_time_and_time_left():
@@ -497,32 +502,32 @@ def test_stage_bars_show_elapsed_time_and_time_left():
         for step, at in ((0, 100.0), (10, 102.0)):
             now[0] = at
             progress(Progress("drag", step, 80, handles=[(3.0, 3.0)]))
-        events.append(widget.bar_labels["drag"].value)
+        events.append(widget.progress.timing.value)
         now[0] = 103.0
         progress(Progress("denoise", 5, 5))
         raise RuntimeError("stop")
 
-    widget = DragWidget(picture(), editor=FakeEditor(behave))
-    widget.stage_clock = StageClock(clock=lambda: now[0])
+    widget = Widget(picture(), editor=FakeEditor(behave))
+    widget.progress.clock = StageClock(clock=lambda: now[0])
     widget.points = [((1, 1), (5, 5))]
     with pytest.raises(RuntimeError):
         widget.run(wait=True)
     # 10 steps in 2 s: 70 left take about 14 s
     assert events == ["<small>10/80 · 2.0 s · ~14 s left</small>"]
-    assert widget.bar_labels["denoise"].value == "<small>5/5 · 0.0 s</small>"
+    assert widget.progress.timing.value == "<small>5/5 · 0.0 s</small>"
 
 
 def test_status_says_the_first_run_trains_a_lora_and_how_long_it_takes():
-    widget = DragWidget(picture(), model="fake", lora_steps=80)     # model not loaded yet, no shipped times
+    widget = Widget(picture(), model="fake", lora_steps=80)     # model not loaded yet, no shipped times
     assert "the first Run on this image fine-tunes a LoRA first (80 steps" in widget.status
     assert "its time is known once the model has run here" in widget.status
-    toy = DragWidget(picture(), model="toy", lora_steps=80)          # not loaded: the toy's shipped times
+    toy = Widget(picture(), model="toy", lora_steps=80)          # not loaded: the toy's shipped times
     assert re.search(r"first \(80 steps, unless an earlier one is in the disk cache; about \d+ s by the model's own "
                      r"figures\)", toy.status), toy.status
     editor = FakeEditor(lambda *args: None)
     editor.next_plan = RunPlan(needs_lora=True, lora_steps=80, steps={"lora": 80, "drag": 40},
                                expected_seconds={"lora": 41.0, "drag": 9.0})
-    widget = DragWidget(picture(), editor=editor)
+    widget = Widget(picture(), editor=editor)
     assert widget.status == "the first Run on this image fine-tunes a LoRA first (80 steps; about 41 s, 50 s for the whole run)"
     widget.status = ""
     widget.prompt = "a red disc"                                    # another LoRA: asked again
@@ -543,7 +548,7 @@ def test_status_says_the_first_run_trains_a_lora_and_how_long_it_takes():
 
 def test_waiting_for_another_run_on_the_model_is_shown():
     editor, started, release = blocking_editor([Progress("waiting", 0, 1)])
-    widget = DragWidget(picture(), editor=editor)
+    widget = Widget(picture(), editor=editor)
     widget.points = [((1, 1), (5, 5))]
     widget.run()
     assert started.wait(10)
@@ -551,13 +556,13 @@ def test_waiting_for_another_run_on_the_model_is_shown():
         assert widget.status == "waiting for another run on this model to finish"
     finally:
         release.set()
-        widget.runner.join(10)
+        widget.controller.runner.join(10)
 
 
 def test_the_mask_overlay_is_hatched_and_outlined(monkeypatch):
-    widget = DragWidget(picture(64, 64), model="fake")             # shown x8
+    widget = Widget(picture(64, 64), model="fake")             # shown x8
     drawn = []
-    monkeypatch.setattr(widget.mask_layer, "put_image_data", lambda data, x, y: drawn.append((data, x, y)))
+    monkeypatch.setattr(widget.canvas.mask_layer, "put_image_data", lambda data, x, y: drawn.append((data, x, y)))
     mask = np.zeros((64, 64), bool)
     mask[10:30, 20:40] = True
     widget.mask = mask
@@ -577,17 +582,17 @@ def test_the_mask_overlay_is_hatched_and_outlined(monkeypatch):
     drawn.clear()
     widget.mode = "mask"
     widget.brush_radius = 2
-    widget.on_mouse_down(41.5 * 8, 20.5 * 8)                       # touches the region's right edge
+    widget.canvas.on_mouse_down(41.5 * 8, 20.5 * 8)                       # touches the region's right edge
     (patch, x, y), = drawn
     assert patch.shape[0] < 512 and x <= 40 * 8 - drawing.MASK_OUTLINE_WIDTH
     assert patch[20 * 8 - y, 40 * 8 - 1 - x, 3] != 255             # the old edge is inside now: no outline
 
 
 def test_delete_mode_removes_the_clicked_pair_and_undo_brings_it_back():
-    widget = DragWidget(picture(64, 64), model="fake")             # shown x8
+    widget = Widget(picture(64, 64), model="fake")             # shown x8
     widget.points = [{"handle": [5, 5], "target": [15, 5]}, {"handle": [30, 30], "target": [40, 40]}]
-    widget.handle_event({"type": "keydown", "key": "x"})
-    assert widget.mode == "delete" and "delete" in [value for _, value in widget.mode_buttons.options]
+    widget.canvas.handle_event({"type": "keydown", "key": "x"})
+    assert widget.mode == "delete" and "delete" in [value for _, value in widget.toolbar.mode_buttons.options]
     click(widget, 55 * 8, 55 * 8)                                  # near nothing: nothing removed
     assert len(widget.points) == 2
     click(widget, 40.5 * 8 + 6, 40.5 * 8 - 4)                      # next to the second pair's target
@@ -605,7 +610,7 @@ def test_colab_custom_widget_manager_is_enabled(monkeypatch):
     colab.output = SimpleNamespace(enable_custom_widget_manager=lambda: calls.append(True))
     monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
-    DragWidget(picture(), model="fake")
+    Widget(picture(), model="fake")
     assert calls == [True]
 
 
@@ -615,20 +620,22 @@ def test_import_dragwidget_does_not_import_widgets():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_edit_state_history_is_bounded():
-    state = EditState(8, 8, max_history=3)
+def test_edit_history_is_bounded():
+    history = EditHistory(max_history=3)
+    current = Snapshot.of("now", [], None, np.zeros((8, 8), bool))
     for i in range(5):
-        state.add_point(i, 0)
-    assert sum(1 for _ in iter(state.undo, None)) == 3
+        history.record(Snapshot.of(f"handle {i}", [], (i, 0), np.zeros((8, 8), bool)))
+    assert [history.undo(current).label for _ in range(3)] == ["handle 4", "handle 3", "handle 2"]
+    assert history.undo(current) is None and history.can_redo
 
 
 def test_the_method_choice_runs_that_method_and_the_status_gives_the_verdict(editor):
-    widget = DragWidget(picture(64, 64, seed=3), editor=editor, preview_every=0, show_features=False)
-    assert "dragwidget-method" in widget.method_choice._dom_classes
-    assert widget.method == widget.method_choice.value == editor.config.method
-    widget.method_choice.value = "gooddrag"
+    widget = Widget(picture(64, 64, seed=3), editor=editor, preview_every=0, show_features=False)
+    assert "dragwidget-method" in widget.toolbar.method_choice._dom_classes
+    assert widget.method == widget.toolbar.method_choice.value == editor.config.method
+    widget.toolbar.method_choice.value = "gooddrag"
     widget.points = [{"handle": [20, 30], "target": [40, 30]}]
     result = widget.run(wait=True)
     assert result.config.method == "gooddrag" and widget._config(editor).method == "gooddrag"
     assert result.says in widget.status and ("reached" if result.reached else "not reached") in \
-        widget.result_panel.info.value
+        widget.results.info.value

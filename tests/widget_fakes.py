@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from types import SimpleNamespace
 
 import numpy as np
 
 from dragwidget import DragConfig, DragRequest
 from dragwidget.run_plan import RunPlan
+from dragwidget.widget import DragWidget
+
+# the widget at a display of 512 px: a 64-px picture is shown x8, a click at (i + 0.5) * 8 is pixel i
+Widget = functools.partial(DragWidget, max_display_size=512)
 
 
 def picture(width=64, height=64, seed=0):
@@ -16,8 +21,9 @@ def picture(width=64, height=64, seed=0):
 
 
 def click(widget, x, y):
-    widget.on_mouse_down(x, y)
-    widget.on_mouse_up(x, y)
+    """A click at canvas buffer pixel (x, y)."""
+    widget.canvas.on_mouse_down(x, y)
+    widget.canvas.on_mouse_up(x, y)
 
 
 def dom(kind, x, y, css_width, css_height, widget, **extra):

@@ -43,6 +43,23 @@ def to_display(xy: Sequence[float], scale: float) -> Tuple[float, float]:
     return (float(xy[0]) + 0.5) * scale, (float(xy[1]) + 0.5) * scale
 
 
+def image_pixel(xy_display: Sequence[float], scale: float, size: Tuple[int, int]) -> Tuple[int, int]:
+    """Display pixels -> the image pixel under them (integers, inside an image of `size`)."""
+    return (min(max(int(math.floor(xy_display[0] / scale)), 0), size[0] - 1),
+            min(max(int(math.floor(xy_display[1] / scale)), 0), size[1] - 1))
+
+
+def event_buffer_xy(event: dict, canvas_size: Tuple[int, int]) -> Tuple[float, float]:
+    """An ipyevents mouse event (CSS pixels relative to the element) -> canvas buffer pixels."""
+    x, y = float(event.get("relativeX") or 0), float(event.get("relativeY") or 0)
+    width, height = event.get("boundingRectWidth"), event.get("boundingRectHeight")
+    if width:
+        x *= canvas_size[0] / float(width)
+    if height:
+        y *= canvas_size[1] / float(height)
+    return x, y
+
+
 def marker_radius(scale: float) -> float:
     return float(min(9.0, max(5.0, 3.0 + 0.6 * scale)))
 
@@ -113,6 +130,38 @@ def display_box(box: Tuple[int, int, int, int], scale: float, size: Tuple[int, i
 
 
 # ---------------------------------------------------------------------- canvas layers
+def draw_picture(layer, image: Optional[Image.Image], size: Tuple[int, int]) -> None:
+    """The picture at display size, or what to do when there is none."""
+    layer.clear()
+    if image is not None:
+        layer.put_image_data(display_rgba(image, size), 0, 0)
+        return
+    layer.fill_style = "#f2f2f2"
+    layer.fill_rect(0, 0, *size)
+    layer.fill_style = "#555"
+    layer.font = "16px sans-serif"
+    layer.fill_text("Upload an image, or generate one (Parameters)", 20, 40)
+
+
+def draw_overlay(layer, mask: Optional[np.ndarray], scale: float, size: Tuple[int, int], box=None) -> None:
+    """The mask overlay (None: none shown); `box` (image pixels) limits the redraw to what a stroke touched."""
+    if mask is None:
+        layer.clear()
+        return
+    if box is None:
+        layer.clear()
+        if mask.any():
+            layer.put_image_data(overlay_rgba(mask, scale, (0, 0, *size)), 0, 0)
+        return
+    # the outline of pixels next to the touched box may have become interior
+    u0, v0, u1, v1 = display_box(box, scale, size)
+    u0, v0 = max(0, u0 - MASK_OUTLINE_WIDTH), max(0, v0 - MASK_OUTLINE_WIDTH)
+    u1, v1 = min(size[0], u1 + MASK_OUTLINE_WIDTH), min(size[1], v1 + MASK_OUTLINE_WIDTH)
+    if u1 > u0 and v1 > v0:
+        layer.clear_rect(u0, v0, u1 - u0, v1 - v0)
+        layer.put_image_data(overlay_rgba(mask, scale, (u0, v0, u1, v1)), u0, v0)
+
+
 def _arrow(layer, start, end, radius: float) -> None:
     dx, dy = end[0] - start[0], end[1] - start[1]
     length = math.hypot(dx, dy)
@@ -153,8 +202,18 @@ def _marker(layer, xy, radius: float, color: str, ring: bool = False, hollow: bo
         layer.set_line_dash([])
 
 
+def _number(layer, xy, radius: float, number: int) -> None:
+    """The pair's number beside its handle, as in the point list."""
+    layer.font = f"bold {round(1.6 * radius + 4)}px sans-serif"
+    layer.line_width = 3.0
+    layer.stroke_style = OUTLINE_COLOR
+    layer.fill_style = ARROW_COLOR
+    layer.stroke_text(str(number), xy[0] + radius + 1, xy[1] - radius)
+    layer.fill_text(str(number), xy[0] + radius + 1, xy[1] - radius)
+
+
 def draw_points(layer, points: List[dict], pending, scale: float, tracked: Optional[Sequence] = None) -> None:
-    """Handles red, targets blue, an arrow between; during a run `tracked` gives the current
+    """Handles red, targets blue, an arrow between, numbered; during a run `tracked` gives the current
     handles (the start handles stay as hollow rings)."""
     radius = marker_radius(scale)
     layer.clear()
@@ -167,6 +226,7 @@ def draw_points(layer, points: List[dict], pending, scale: float, tracked: Optio
         _arrow(layer, handle, target, radius)
         _marker(layer, target, radius, TARGET_COLOR)
         _marker(layer, handle, radius, HANDLE_COLOR)
+        _number(layer, handle, radius, index + 1)
     if pending is not None:
         _marker(layer, to_display(pending, scale), radius, HANDLE_COLOR, ring=True)
 

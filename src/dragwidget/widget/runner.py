@@ -12,6 +12,14 @@ import threading
 import traceback
 from typing import Callable, Optional
 
+from ..errors import DragWidgetError
+
+BUSY = "a run is in progress: press Cancel (or widget.cancel()) first"
+
+
+class RunInProgressError(DragWidgetError, RuntimeError):
+    """The image cannot change while a run works on it."""
+
 
 class Runner:
     """One job at a time. `start(work, done)` runs `work(cancelled)` in a thread, then

@@ -28,7 +28,7 @@ from PIL import Image
 from ..errors import InputError
 from ..image_input import load_image, load_mask, normalise_points
 from .drawing import draw_pairs
-from .state import pair_dict
+from .history import pair_dict
 
 SESSION_FORMAT = "dragwidget-session/1"
 
@@ -213,3 +213,4 @@ def _mask_array(raw, width: int, height: int, source: str) -> Optional[np.ndarra
         return load_mask(array, width, height)
     except InputError as error:
         raise InputError(f"{source}: mask: {error}") from None
+

@@ -7,55 +7,48 @@
     widget.run(wait=True).image
 
 Every coordinate the widget stores is in image pixels, whatever the display scale. The engine is
-reached only through `DragEditor.run` / `DragEditor.generate` / `DragEditor.feature_maps`, in a
-background thread.
+reached only through `DragEditor.run` / `.generate` / `.feature_maps`, in a background thread.
 
-After every successful drag (unless `show_features` is off) the same thread computes the PCA grid
-of the decoder-block features of original and edited (`FeatureRequest.for_result`, by default only
-the drag's own block: `feature_blocks` picks others) and shows it beside the edited image; the
-`FeatureMaps` are kept in `widget.feature_maps`. A failure there keeps the drag's result.
+The widget is a thin container of composed parts, each with its own data:
+`canvas.DragCanvas` (picture, points, mask, mode, undo), `point_list.PointList`,
+`controls.Toolbar`, `run_controller.RunController` (runs; given the canvas, a
+`progress_view.ProgressView` and the `result_panel.ResultPanel`). The widget's own traits are
+linked to theirs; the parameters of the method live here.
 
-The class is assembled from its responsibilities: `layout.WidgetLayout` (the controls),
-`canvas_interaction.CanvasInteraction` (events and drawing), `running.Running` (the engine); this
-module holds the traits, their validation, the edit actions and sessions.
+After every successful drag (unless `show_features` is off) the run's thread computes the PCA grid
+of the decoder-block features of original and edited (by default only the drag's own block:
+`feature_blocks` picks others), shown in the Feature maps tab; the `FeatureMaps` are kept in
+`widget.feature_maps`. A failure there keeps the drag's result.
 """
 
 from __future__ import annotations
 
-import html
 import io
 import sys
-import threading
 from typing import Optional
 
 import ipywidgets as widgets
-import numpy as np
 import traitlets
 from PIL import Image
 
 from ..config import DragConfig
 from ..editor import DragEditor, DragResult
 from ..errors import InputError
-from ..feature_maps import FeatureMaps
-from ..image_input import load_image, load_mask, normalise_points
-from . import drawing
-from .canvas_interaction import CanvasInteraction
-from .layout import BRUSH_MODES, MODES, PARAMETERS, WIDGET_PARAMETERS, WidgetLayout
+from .canvas import MODES, DragCanvas
+from .history import Checked
+from .controls import HELP, PARAMETERS, WIDGET_PARAMETERS, ArrayLink, ParametersPanel, SessionPanel, Toolbar
 from .models import default_model_name, model_settings
-from .runner import Runner
-from .running import BUSY, Running, StageClock
+from .point_list import PointList
+from .progress_view import ProgressView
+from .result_panel import ResultPanel
+from .run_controller import RunController, RunOptions
+from .runner import BUSY, RunInProgressError
 from .session import load_session, save_session
-from .state import EditState, pair_dict
 
 # other widget traits that may be passed to the constructor
 OPTIONS = ("show_features", "feature_blocks", *WIDGET_PARAMETERS)
 DEFAULT_PREVIEW_EVERY = 4  # preview every N drag steps (frames of the GIF)
-
-
-class _Validated(traitlets.Any):
-    """Any value, None included, goes through the widget's validator (plain Any lets None by)."""
-
-    allow_none = False
+TABS = ("Parameters", "Feature maps", "Drag GIF", "Session", "Help")
 
 
 def enable_colab_widgets() -> bool:
@@ -71,12 +64,15 @@ def enable_colab_widgets() -> bool:
         return False
 
 
-class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
+class DragWidget(widgets.VBox):
     """The DragDiffusion editor as a Jupyter widget (see the module docstring)."""
 
     image = traitlets.Any(None, allow_none=True, help="the input image (PIL RGB); set a path, PIL image or array")
-    points = traitlets.Any(help='point pairs [{"handle": [x, y], "target": [x, y]}, ...] in image pixels')
-    mask = _Validated(None, help="HxW bool array, True = may change (all False = no mask)")
+    points = traitlets.Any([], help='point pairs [{"handle": [x, y], "target": [x, y]}, ...] in image pixels')
+    mask = Checked(None, help="HxW bool array, True = may change (all False = no mask)")
+    mode = traitlets.Enum(MODES, default_value="points")
+    brush_radius = traitlets.Int(4, help="mask brush radius in image pixels")
+    show_mask = traitlets.Bool(True)
     prompt = traitlets.Unicode("")
     model = traitlets.Unicode("")
     method = traitlets.Unicode(DragConfig().method, help="dragdiffusion (the paper) or gooddrag")
@@ -88,9 +84,6 @@ class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
     seed = traitlets.Int(42)
     preview_every = traitlets.Int(DEFAULT_PREVIEW_EVERY, help="drag steps between GIF frames; 0 = no previews")
     keep_outside_mask = traitlets.Bool(True, help="with a mask drawn, keep the original pixels outside it exactly")
-    mode = traitlets.Enum(MODES, default_value="points")
-    brush_radius = traitlets.Int(4, help="mask brush radius in image pixels")
-    show_mask = traitlets.Bool(True)
     show_features = traitlets.Bool(True, help="after each drag, compute and show the PCA feature grid of original and edited")
     feature_blocks = traitlets.Any(None, allow_none=True,
                                    help="decoder blocks of the feature grid; None = the drag's own (config.feature_block)")
@@ -100,38 +93,39 @@ class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
     error = traitlets.Unicode("", help="the last error's message ('' after a successful run)")
 
     def __init__(self, image=None, *, prompt: str = "", points=None, mask=None, editor: Optional[DragEditor] = None,
-                 model: Optional[str] = None, config: Optional[DragConfig] = None, max_display_size=512,
+                 model: Optional[str] = None, config: Optional[DragConfig] = None, max_display_size=448,
                  **parameters):
         enable_colab_widgets()
-        self._lock = threading.RLock()
-        self._syncing = False
-        self._state: Optional[EditState] = None
-        self._editor = editor
-        self._editor_model = editor.model.name if editor is not None else None
-        self._base_config = config
-        self._generated = None          # (image it belongs to, PreparedImage) in generated-image mode
-        self._tracked = None            # current handles while a drag runs
-        self._frames = []
-        self._stroke_time = None
-        self._hover = None
-        self.last_traceback = ""
-        self.feature_maps: Optional[FeatureMaps] = None   # of the last result (None: not computed)
-        self.runner = Runner()
-        self.stage_clock = StageClock()
-        self._stage = None               # the stage the running job last reported
         if isinstance(max_display_size, (int, float)):
             max_display_size = (max_display_size, max_display_size)
-        self.max_display_size = tuple(int(v) for v in max_display_size)
-        self.scale = 1.0
-        self.canvas_size = (self.max_display_size[0], self.max_display_size[1] // 2)
-
-        self._build_ui()
-        super().__init__(self._layout_children(), **{k: parameters.pop(k) for k in ("layout",) if k in parameters})
+        self._base_config = config
+        self._defaults = {}
+        self.canvas = DragCanvas(max_display_size)
+        self.results = ResultPanel(self.use_result_as_input, max_display_size)
+        self.progress = ProgressView()
+        self.controller = RunController(self.canvas, self.progress, self.results, editor)
+        self.point_list = PointList(self.canvas)
+        self.toolbar = Toolbar(self.canvas, lambda: self.run(), self.cancel)
+        self.tabs = self._tabs()
+        super().__init__([self.toolbar,
+                          widgets.HBox([self.canvas, self.results, self.point_list],
+                                       layout=widgets.Layout(align_items="flex-start", margin="6px 0")),
+                          self.progress, self.tabs], **{k: parameters.pop(k) for k in ("layout",) if k in parameters})
         self.add_class("dragwidget")
+        for name in ("points", "mode", "brush_radius", "show_mask"):
+            traitlets.link((self.canvas, name), (self, name))
+        ArrayLink(self.canvas, self, "mask")
+        traitlets.dlink((self.canvas, "image"), (self, "image"))
+        for name in ("running", "status", "error", "result"):
+            traitlets.link((self.controller, name), (self, name))
+        traitlets.link((self, "method"), (self.toolbar.method_choice, "value"))
+        self.canvas.on_submit(lambda: None if self.running else self.run())
+        self.canvas.on_escape(self.cancel)
+        traitlets.dlink((self.canvas, "message"), (self, "status"))
+        self.canvas.observe(self._picture_changed, names="image")
 
         model_name = editor.model.name if editor is not None else (model or default_model_name())
         defaults = config or (editor.config if editor is not None else model_settings(model_name))
-        self._defaults = {}
         with self.hold_trait_notifications():
             self.model = str(model_name)
             self._apply_defaults(defaults, force=True)
@@ -142,137 +136,67 @@ class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
             for name, value in parameters.items():
                 setattr(self, name, value)
         self.prompt = prompt
-        self.points = []
         if image is not None:
             self.image = image
-        else:
-            self._redraw_all()
         if points is not None:
             self.points = points
         if mask is not None:
             self.mask = mask
-        if self._state is not None:
-            self._state.clear_history()
-        self._update_buttons()
+        self.canvas.history.clear()
+        self.canvas.can_undo = False
 
-    # ================================================================== trait validation
+    def _tabs(self) -> widgets.Tab:
+        self.parameters_panel = ParametersPanel(self, self._upload_changed, lambda: self.generate())
+        self.show_features_box = widgets.Checkbox(True, description="Compute the feature maps after each drag",
+                                                  indent=False, layout=widgets.Layout(width="320px"))
+        traitlets.link((self, "show_features"), (self.show_features_box, "value"))
+        self.session_panel = SessionPanel(self.save_session, self.load_session)
+        self.help_html = widgets.HTML(HELP)
+        tabs = widgets.Tab(children=[self.parameters_panel, widgets.VBox([self.show_features_box, self.results.features]),
+                                     self.results.animation, self.session_panel, self.help_html], titles=TABS)
+        tabs.selected_index = None
+        return tabs
+
+    # ================================================================== checks: the canvas's own
     @traitlets.validate("image")
     def _valid_image(self, proposal):
-        # the result panel would show an edit of a picture no longer on the canvas
-        with self._lock:
-            self._refuse_while_running("change the image")
-        return None if proposal["value"] is None else load_image(proposal["value"])
+        if proposal["value"] is not self.canvas.image:
+            self.canvas.image = proposal["value"]       # checks it, and starts its points and mask afresh
+        return self.canvas.image
 
     @traitlets.validate("points")
     def _valid_points(self, proposal):
-        value = proposal["value"]
-        if value is None or (hasattr(value, "__len__") and len(value) == 0):
-            return []
-        if self.image is None:
-            raise InputError("set an image before its points")
-        width, height = self.image.size
-        return [pair_dict(p.handle, p.target) for p in normalise_points(value, width, height)]
+        return self.canvas.checked_points(proposal["value"])
 
     @traitlets.validate("mask")
     def _valid_mask(self, proposal):
-        if self.image is None:
-            return None
-        width, height = self.image.size
-        mask = None if proposal["value"] is None else load_mask(proposal["value"], width, height)
-        return np.zeros((height, width), bool) if mask is None else mask
+        return self.canvas.checked_mask(proposal["value"])
 
     @traitlets.validate(*PARAMETERS, *WIDGET_PARAMETERS)
     def _valid_parameter(self, proposal):
         # DragConfig checks every setting (and their combinations); its InputError names the setting
-        self._config(self._editor, **{proposal["trait"].name: proposal["value"]})
+        self._config(self.controller.editor, **{proposal["trait"].name: proposal["value"]})
         return proposal["value"]
 
-    @traitlets.validate("brush_radius")
-    def _valid_radius(self, proposal):
-        return max(1, int(proposal["value"]))
-
-    # ================================================================== trait observers
-    @traitlets.observe("image")
-    def _image_changed(self, change):
-        image = change["new"]
-        with self._lock:
-            if self._generated is not None and self._generated[0] is not image:
-                self._generated = None
-            if image is None:
-                self._state = None
-                self._set_synced(points=[], mask=None)
-            else:
-                self._state = EditState(*image.size)
-                self.scale = drawing.fit_scale(image.width, image.height, *self.max_display_size)
-                self.canvas_size = drawing.display_size(image.width, image.height, self.scale)
-                self.brush_slider.max = max(4, max(image.size) // 4)
-                self.brush_radius = max(1, round(max(image.size) / 24))
-                self._set_synced(points=[], mask=self._state.mask.copy())
-            self._tracked = None
-            self.error = ""
-        self._redraw_all()
-        self._update_buttons()
-        self._show_plan()
-
+    # ================================================================== observers
     @traitlets.observe("prompt", "lora_steps")
     def _lora_input_changed(self, change):
         self._show_plan()
 
-    @traitlets.observe("points")
-    def _points_changed(self, change):
-        if self._syncing or self._state is None:
-            return
-        self._state.set_points(change["new"])
-        self._redraw_points()
-        self._update_buttons()
-
-    @traitlets.observe("mask")
-    def _mask_changed(self, change):
-        if self._syncing or self._state is None or change["new"] is None:
-            return
-        self._state.set_mask(change["new"])
-        self._redraw_overlay()
-        self._update_buttons()
-
-    @traitlets.observe("mode")
-    def _mode_changed(self, change):
-        self._events.watched_events = self._watched_events(change["new"])
-        self._moves.watched_events = ["mousemove"] if change["new"] in BRUSH_MODES else []
-        self._draw_cursor(self._hover)
-
-    @traitlets.observe("show_mask", "brush_radius")
-    def _look_changed(self, change):
-        if change["name"] == "show_mask":
-            self._redraw_overlay()
-        else:
-            self._draw_cursor(self._hover)
-
     @traitlets.observe("model")
     def _model_changed(self, change):
-        old_defaults = getattr(self, "_defaults", None)
-        if old_defaults and self._editor_model != change["new"]:
+        editor = self.controller.editor
+        if self._defaults and (editor is None or editor.model.name != change["new"]):
             self._apply_defaults(model_settings(change["new"]), force=False)
 
     @traitlets.observe("show_features")
     def _show_features_changed(self, change):
-        self._features_row.layout.display = None if change["new"] else "none"
+        self.results.features.layout.display = None if change["new"] else "none"
 
     @traitlets.observe("running")
     def _running_changed(self, change):
-        self.run_button.disabled = change["new"]
-        self.generate_button.disabled = change["new"]
-        self.cancel_button.disabled = not change["new"]
-        self.upload.disabled = change["new"]
-
-    @traitlets.observe("status")
-    def _status_changed(self, change):
-        self.status_html.value = f"<span class='dragwidget-status'>{html.escape(change['new'])}</span>"
-
-    @traitlets.observe("error")
-    def _error_changed(self, change):
-        text = change["new"]
-        self.error_html.value = (f"<div class='dragwidget-error' style='color:#b00020;white-space:pre-wrap'>"
-                                 f"<b>Error:</b> {html.escape(text)}</div>") if text else ""
+        self.toolbar.show_running(change["new"])
+        self.parameters_panel.show_running(change["new"])
 
     def _apply_defaults(self, config: DragConfig, force: bool) -> None:
         """Parameters take the engine config's values; with force=False only those the user left alone."""
@@ -283,72 +207,65 @@ class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
                 setattr(self, name, value)
         self._defaults = new
 
-    def _set_synced(self, **values) -> None:
-        """Mirror the edit state in the traits without feeding it back into the state."""
-        self._syncing = True
-        try:
-            for name, value in values.items():
-                setattr(self, name, value)
-        finally:
-            self._syncing = False
+    def _config(self, editor: Optional[DragEditor] = None, **values) -> DragConfig:
+        """The engine config of the widget's parameters (`values` overrides them, by trait name)."""
+        base = self._base_config or (editor.config if editor is not None else DragConfig())
+        traits = {**PARAMETERS, **WIDGET_PARAMETERS}
+        chosen = {name: values.get(name, getattr(self, name)) for name in traits}
+        return base.replace(**{field: chosen[name] for name, field in traits.items()})
 
-    def _sync_points(self) -> None:
-        self._set_synced(points=list(self._state.points))
+    def _options(self) -> RunOptions:
+        return RunOptions(model=self.model, prompt=self.prompt, config_for=self._config, lora_steps=self.lora_steps,
+                          preview_every=self.preview_every, show_features=self.show_features,
+                          feature_blocks=None if self.feature_blocks is None else list(self.feature_blocks))
 
-    def _sync_mask(self) -> None:
-        self._set_synced(mask=self._state.mask.copy())
+    def _picture_changed(self, change) -> None:
+        self.results.show_input(change["new"])
+        self._show_plan()
+
+    def _show_plan(self) -> None:
+        message = self.controller.plan_message(self._options())
+        if message:
+            self.status = message
 
     # ================================================================== actions
-    def undo(self) -> Optional[str]:
-        return self._history("undo")
+    def run(self, wait: bool = False, timeout: Optional[float] = None) -> Optional[DragResult]:
+        """Start the edit in a background thread (the notebook stays responsive).
 
-    def redo(self) -> Optional[str]:
-        return self._history("redo")
+        With wait=True, block until it ends and return the result (raising its error)."""
+        return self.controller.run(self._options(), wait=wait, timeout=timeout)
 
-    def _history(self, which: str) -> Optional[str]:
-        if not self._editable():
-            return None
-        with self._lock:
-            label = getattr(self._state, which)()
-            if label is not None:
-                self._set_synced(points=list(self._state.points), mask=self._state.mask.copy())
-        if label is not None:
-            self._redraw_points()
-            self._redraw_overlay()
-            self.status = f"{which}: {label}"
-        self._update_buttons()
-        return label
+    def wait(self, timeout: Optional[float] = None) -> Optional[DragResult]:
+        return self.controller.wait(timeout)
 
-    def clear_points(self) -> None:
-        if self._editable():
-            with self._lock:
-                if self._state.clear_points():
-                    self._sync_points()
-            self._redraw_points()
-            self._update_buttons()
-
-    def clear_mask(self) -> None:
-        if self._editable():
-            with self._lock:
-                if self._state.clear_mask():
-                    self._sync_mask()
-            self._redraw_overlay()
-            self._update_buttons()
+    def generate(self, prompt: Optional[str] = None, seed: Optional[int] = None, wait: bool = False):
+        """Generated-image mode: make the input from `prompt`; it is then dragged without LoRA or
+        inversion (the generation's own latents are kept)."""
+        if prompt is not None and not self.running:
+            self.prompt = prompt
+        return self.controller.generate(self._options(), seed=seed, wait=wait)
 
     def cancel(self) -> None:
         """Cancel the running edit; when nothing runs, drop a pending handle."""
-        if self.runner.cancel():
-            self.status = "cancelling (at the next step)…"
-        elif self._editable():
-            with self._lock:
-                self._state.drop_pending()
-            self._redraw_points()
-            self._update_buttons()
+        if not self.controller.cancel():
+            self.canvas.drop_pending()
+
+    def undo(self) -> Optional[str]:
+        return self.canvas.undo()
+
+    def redo(self) -> Optional[str]:
+        return self.canvas.redo()
+
+    def clear_points(self) -> None:
+        self.canvas.clear_points()
+
+    def clear_mask(self) -> None:
+        self.canvas.clear_mask()
 
     @property
     def pending_handle(self):
         """A handle clicked whose target is still to be clicked (image pixels), or None."""
-        return None if self._state is None or self._state.pending is None else list(self._state.pending)
+        return None if self.canvas.pending is None else list(self.canvas.pending)
 
     @property
     def parameters(self) -> dict:
@@ -357,53 +274,59 @@ class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
 
     @property
     def editor(self) -> Optional[DragEditor]:
-        return self._editor
+        return self.controller.editor
+
+    @property
+    def feature_maps(self):
+        """The PCA feature maps of the last result (None: not computed)."""
+        return self.controller.feature_maps
+
+    @property
+    def last_traceback(self) -> str:
+        return self.controller.last_traceback
 
     def use_result_as_input(self) -> None:
         """Chain edits: the edited image becomes the input (points and mask start afresh)."""
         if self.result is not None and not self.running:
             self.image = self.result.image
-            plan = self._plan_message()
+            plan = self.controller.plan_message(self._options())
             self.status = "the edited image is the new input" + (f"; {plan}" if plan else "")
 
-    def _upload_changed(self, change):
-        files = change["new"]
-        if not files:
-            return
-        upload = files[0]
+    def _upload_changed(self, upload: dict) -> bool:
+        """A file from the Upload button; True when it became the image."""
+        name = upload.get("name", "the upload")
         if self.running:
-            self.error = f"{upload.get('name', 'the upload')} was not loaded: {BUSY}"
-            self.upload.value = ()
-            return
+            self.error = f"{name} was not loaded: {BUSY}"
+            return False
         try:
             self.image = Image.open(io.BytesIO(bytes(upload["content"])))
-            self.status = f"loaded {upload.get('name', 'the upload')}"
-            self.upload.value = ()  # the same file can be uploaded again
         except Exception as error:
-            self.error = f"could not open {upload.get('name', 'the upload')}: {error}"
+            self.error = f"could not open {name}: {error}"
+            return False
+        self.status = f"loaded {name}"
+        return True
 
     # ================================================================== sessions
     def save_session(self, folder):
         """Write image, prompt, points, mask and parameters in the DragBench sample layout."""
         if self.image is None:
             raise InputError("nothing to save: the widget has no image")
-        with self._lock:
-            return save_session(folder, self.image, self.prompt, list(self.points), self._state.mask.copy(),
+        with self.canvas.lock:
+            return save_session(folder, self.image, self.prompt, list(self.points), self.canvas.mask.copy(),
                                 parameters=self.parameters)
 
     def load_session(self, folder) -> None:
         """Replace image, prompt, points, mask and parameters by a saved session's.
 
         Everything is read and checked first; on any error nothing of the widget changes."""
-        with self._lock:
-            self._refuse_while_running("load a session")
+        self._refuse_while_running("load a session")
         session = load_session(folder)
         model = session.parameters.get("model", self.model)
         if not isinstance(model, str):
             raise InputError(f"session parameter 'model' must be a string (a model name, folder or hub id), "
                              f"got {type(model).__name__}")
         values = self._checked_parameters(session.parameters)
-        with self._lock:
+        with self.canvas.lock:
             self._refuse_while_running("load a session")
             self.model = model                   # first: a new model brings its defaults
             with self.hold_trait_notifications():
@@ -414,8 +337,12 @@ class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
             self.points = session.points
             if session.mask is not None:
                 self.mask = session.mask
-            self._state.clear_history()
-        self._update_buttons()
+            self.canvas.history.clear()
+            self.canvas.can_undo = self.canvas.can_redo = False
+
+    def _refuse_while_running(self, action: str) -> None:
+        if self.running:
+            raise RunInProgressError(f"cannot {action} now: {BUSY}")
 
     def _checked_parameters(self, parameters: dict) -> dict:
         """The widget parameters among a session's, each checked by its trait and all together by
@@ -428,7 +355,7 @@ class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
                 except traitlets.TraitError:
                     raise InputError(f"session parameter {name!r} must be "
                                      f"{self.traits()[name].info()}, got {parameters[name]!r}") from None
-        self._config(self._editor, **values)     # raises InputError naming the bad setting
+        self._config(self.controller.editor, **values)     # raises InputError naming the bad setting
         return values
 
     @classmethod
@@ -436,18 +363,3 @@ class DragWidget(WidgetLayout, CanvasInteraction, Running, widgets.VBox):
         widget = cls(**kwargs)
         widget.load_session(folder)
         return widget
-
-    def _save_clicked(self):
-        try:
-            folder = self.save_session(self.session_path.value)
-            self.session_message.value = f"<small>saved to {html.escape(str(folder))}</small>"
-        except Exception as error:
-            self.session_message.value = f"<small style='color:#b00020'>not saved: {html.escape(str(error))}</small>"
-
-    def _load_clicked(self):
-        try:
-            self.load_session(self.session_path.value)
-            self.session_message.value = f"<small>loaded {html.escape(self.session_path.value)}</small>"
-        except Exception as error:
-            self.session_message.value = f"<small style='color:#b00020'>not loaded: {html.escape(str(error))}</small>"
-

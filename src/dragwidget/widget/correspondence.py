@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .feature_maps import FeatureMaps, FeatureRequest
+from ..feature_maps import FeatureMaps, FeatureRequest
 
 XY = Tuple[int, int]
 

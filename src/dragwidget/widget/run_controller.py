@@ -1,0 +1,308 @@
+"""Running the engine for the widget: start, progress, results, feature maps, errors, and what the
+next run will cost.
+
+`RunController` is given the canvas (whose picture, points and mask a run takes), a progress view
+and the result panel. The engine is reached only through `DragEditor.run`, `.generate` and
+`.feature_maps` in the runner's thread, and `.plan` (a quick look-up) in the caller's.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import traitlets
+
+from ..config import DragConfig
+from ..editor import DragEditor, DragRequest, DragResult, PreparedImage, Progress
+from ..errors import DragCancelled, DragWidgetError, InputError
+from ..feature_maps import FeatureMaps, FeatureRequest, figure_png
+from . import drawing
+from .canvas import DragCanvas
+from .models import model_stage_rates
+from .progress_view import STAGES, ProgressView
+from .result_panel import ResultPanel
+from .runner import BUSY, RunInProgressError, Runner
+
+WAITING = "waiting for another run on this model to finish"
+
+
+@dataclass
+class RunOptions:
+    """What a run needs besides the canvas's data, read from the widget when it starts."""
+
+    model: str
+    prompt: str
+    config_for: Callable[[Optional[DragEditor]], DragConfig]   # the engine settings, given the editor
+    lora_steps: int = 0
+    preview_every: int = 0
+    show_features: bool = True
+    feature_blocks: Optional[List[int]] = None
+
+
+class RunController(traitlets.HasTraits):
+    running = traitlets.Bool(False)
+    status = traitlets.Unicode("")
+    error = traitlets.Unicode("", help="the last error's message ('' after a successful run)")
+    result = traitlets.Instance(DragResult, allow_none=True)
+
+    def __init__(self, canvas: DragCanvas, progress: ProgressView, results: ResultPanel,
+                 editor: Optional[DragEditor] = None):
+        super().__init__()
+        self.canvas, self.progress, self.results = canvas, progress, results
+        self.editor = editor
+        self._editor_model = editor.model.name if editor is not None else None
+        self.runner = Runner()
+        self.generated = None               # (image it belongs to, PreparedImage) in generated-image mode
+        self.frames = []                    # (picture, handles) of the drag so far: the GIF
+        self.feature_maps: Optional[FeatureMaps] = None
+        self.last_traceback = ""
+        self._started = 0.0
+        traitlets.dlink((self, "status"), (progress, "status"))
+        traitlets.dlink((self, "error"), (progress, "error"))
+        traitlets.dlink((self, "running"), (canvas, "locked"))
+        canvas.observe(self._picture_changed, names="image")
+
+    def _picture_changed(self, change) -> None:
+        if self.generated is not None and self.generated[0] is not change["new"]:
+            self.generated = None       # the generation's latents belong to the picture it made
+
+    # ================================================================== the engine
+    def editor_for(self, model: str) -> DragEditor:
+        if self.editor is None or self._editor_model != model:
+            self.status = f"loading model {model}…"
+            self.editor = DragEditor(model)
+            self._editor_model = model
+        return self.editor
+
+    def generated_for(self, image) -> Optional[PreparedImage]:
+        return self.generated[1] if self.generated is not None and self.generated[0] is image else None
+
+    def _busy(self, wait: bool) -> None:
+        self.status = BUSY
+        if wait:
+            raise RunInProgressError(BUSY)
+
+    # ================================================================== what the next run costs
+    def plan_message(self, options: RunOptions) -> str:
+        """What the first Run on this image does before the drag ('' when nothing to say)."""
+        image = self.canvas.image
+        if image is None or self.running or self.generated_for(image) is not None or options.lora_steps <= 0:
+            return ""
+        if self.editor is None:      # loaded at the first run: no caches known, only the model's own figures
+            lora_rate = model_stage_rates(options.model).get("lora")
+            cost = (f"about {lora_rate * options.lora_steps:.0f} s by the model's own figures" if lora_rate
+                    else "its time is known once the model has run here")
+            return (f"the first Run on this image fine-tunes a LoRA first ({options.lora_steps} steps, unless an "
+                    f"earlier one is in the disk cache; {cost})")
+        try:
+            plan = self.editor.plan(DragRequest(image=image, points=list(self.canvas.points), prompt=options.prompt,
+                                                config=options.config_for(self.editor)))
+        except DragWidgetError:
+            return ""
+        if not plan.needs_lora:
+            return ""
+        expected = plan.expected_seconds
+        cost = (f"about {expected.get('lora', 0):.0f} s, {plan.total_seconds:.0f} s for the whole run"
+                + ("" if plan.measured_here else " by the model's own figures; measured here after this run")
+                if expected else "no time measured yet with this model here")
+        return f"the first Run on this image fine-tunes a LoRA first ({plan.lora_steps} steps; {cost})"
+
+    # ================================================================== run
+    def run(self, options: RunOptions, wait: bool = False, timeout: Optional[float] = None) -> Optional[DragResult]:
+        """Start the drag of the canvas's picture in a background thread (the notebook stays
+        responsive). With wait=True, block until it ends and return the result (raising its error)."""
+        canvas = self.canvas
+        with canvas.lock:
+            if self.running:
+                return self._busy(wait)
+            problem = None
+            if canvas.image is None:
+                problem = "no image: pass one to DragWidget, upload one or generate one from a prompt"
+            else:
+                canvas.end_stroke()
+                if not canvas.points:
+                    problem = "no point pairs: click a handle, then its target (or set widget.points)"
+            if problem:
+                self.error = problem
+                if wait:
+                    raise InputError(problem)
+                return None
+            image, points = canvas.image, list(canvas.points)
+            mask = canvas.mask.copy() if canvas.mask.any() else None
+            generated = self.generated_for(image)
+            self.progress.reset()
+            self.feature_maps = None
+            self.frames = []
+            self.status = "starting…"
+            self.running = True
+            self._started = time.perf_counter()
+
+        def work(cancelled):
+            editor = self.editor_for(options.model)
+            request = DragRequest(image=None if generated else image, points=points, mask=mask, prompt=options.prompt,
+                                  config=options.config_for(editor), prepared=generated)
+            self.status = "running…"
+            result = editor.run(request, progress=lambda event: self._on_progress(event, image), cancel=cancelled)
+            self._finish_run(result, image, points, options)          # shown now; the features follow
+            if options.show_features:
+                self._compute_features(editor, result, options, generated, cancelled)
+            return result
+
+        def done(result, error):
+            try:
+                if error is not None:
+                    self._fail(error)
+            finally:
+                canvas.tracked = None
+                self.running = False
+
+        if not self.runner.start(work, done):
+            self.running = False
+            return self._busy(wait)
+        return self.wait(timeout) if wait else None
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[DragResult]:
+        """Block until the running job ends; return its value or raise its error."""
+        if not self.runner.join(timeout):
+            raise TimeoutError(f"the edit is still running after {timeout} s")
+        if self.runner.error is not None:
+            raise self.runner.error
+        return self.runner.value
+
+    def cancel(self) -> bool:
+        if self.runner.cancel():
+            self.status = "cancelling (at the next step)…"
+            return True
+        return False
+
+    def _on_progress(self, event: Progress, image) -> None:
+        if event.stage == "waiting":
+            self.status = event.message or WAITING
+            return
+        self.progress.show(event.stage, event.step, event.total, cached=event.cached)
+        if event.cached and event.stage == "lora" and "reusing" in event.message:
+            self.status = "reusing the LoRA and inversion of the previous run on this image"
+        elif event.stage == "features":
+            self.status = f"computing feature maps… {event.step}/{event.total}" + (
+                f" ({event.message})" if event.message else "")
+        elif event.stage in ("lora", "inversion", "drag", "denoise", "generate") and not event.cached:
+            self.status = f"{STAGES[event.stage].lower()} {event.step}/{event.total}" + (
+                f" ({event.message})" if event.message else "")
+        if event.stage == "drag" and event.handles is not None:
+            tracked = [tuple(h) for h in event.handles]
+            if event.step == 0:
+                self.frames.append((image, tracked))
+            if event.preview is not None:
+                self.frames.append((event.preview, tracked))
+                self.results.show_preview(image, event.preview, f"<small>drag step {event.step}</small>")
+            self.canvas.tracked = tracked
+
+    def _finish_run(self, result: DragResult, image, points, options: RunOptions) -> None:
+        seconds = time.perf_counter() - self._started
+        self.frames.append((result.image, result.handles))
+        gif = drawing.drag_gif(self.frames, points, image.size) if options.preview_every > 0 else b""
+        reused = result.reused or {}
+        if reused.get("lora") == "memory" and reused.get("inversion") == "memory":
+            reuse = "LoRA and inversion reused from the previous run on this image"
+        else:
+            reuse = f"LoRA: {reused.get('lora', '?')}, inversion: {reused.get('inversion', '?')}"
+        self.progress.finish("drag", f"{result.steps} drag steps")
+        self.status = f"done in {seconds:.1f} s: {result.says} ({reuse})"
+        self.results.show_result(image, result.image, gif, (
+            f"<small>{'reached' if result.reached else 'not reached'}: {html.escape(result.says)}; "
+            f"{result.steps} drag steps; point tracking ended at "
+            f"{[tuple(round(v, 1) for v in h) for h in result.handles]}; {html.escape(reuse)}</small>"))
+        self.result = result
+
+    def _compute_features(self, editor: DragEditor, result: DragResult, options: RunOptions,
+                          prepared: Optional[PreparedImage], cancelled) -> None:
+        """The PCA feature grid of original vs edited (in the run's thread).
+
+        Only the edited picture is new work (the editor reuses the image it prepared for the drag).
+        Whatever goes wrong here, the drag's result stays: the message goes to the status line."""
+        done_status = self.status
+        started = time.perf_counter()
+        self.status = "computing feature maps…"
+        self.results.features_pending()
+        try:
+            blocks = [result.config.feature_block] if options.feature_blocks is None else list(options.feature_blocks)
+            extra = {} if prepared is None else {"prepared": prepared}
+            request = FeatureRequest.for_result(result, prompt=options.prompt, blocks=blocks, **extra)
+            maps = editor.feature_maps(request, progress=lambda event: self._on_progress(event, None), cancel=cancelled)
+            png = figure_png(maps.figure())
+        except DragCancelled:
+            self.status = f"{done_status}; feature maps cancelled"
+            self.results.features_failed("feature maps cancelled")
+            self.progress.mark("warning")
+            return
+        except Exception as error:  # the drag's result is kept whatever happens here
+            self.last_traceback = traceback.format_exc()
+            message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            self.status = f"{done_status}; feature maps failed: {message}"
+            self.results.features_failed(html.escape(f"feature maps failed: {message}"))
+            self.progress.mark("danger")
+            return
+        self.feature_maps = maps
+        self.progress.finish("features", f"{time.perf_counter() - started:.1f} s")
+        shown = ", ".join(str(b) for b in maps.blocks)
+        self.results.show_features(png, (
+            f"<small>PCA of decoder block{'s' if len(maps.blocks) > 1 else ''} {shown} "
+            f"(rows original / edited, columns inversion steps; the drag's block and step framed)</small>"))
+        self.status = f"{done_status}; feature maps in {time.perf_counter() - started:.1f} s"
+
+    def _fail(self, error: BaseException) -> None:
+        """The run ended with `error`: the stage it stopped in is marked, the status says so."""
+        self.last_traceback = self.runner.error_traceback
+        stage = self.progress.current
+        where = f" during {STAGES.get(stage, stage).lower()}" if stage else ""
+        if stage:
+            self.progress.mark("warning" if isinstance(error, DragCancelled) else "danger")
+        if isinstance(error, DragCancelled):
+            self.status = f"cancelled{where}; points, mask and image are unchanged"
+            return
+        self.status = f"FAILED{where} (see the error below); points, mask and image are unchanged"
+        message = str(error) or type(error).__name__
+        self.error = message if isinstance(error, InputError) else f"{type(error).__name__}: {message}"
+
+    # ================================================================== generated-image mode
+    def generate(self, options: RunOptions, seed: Optional[int] = None, wait: bool = False) -> None:
+        """Generated-image mode: make the canvas's picture from the prompt; it is then dragged
+        without LoRA or inversion (the generation's own latents are kept)."""
+        with self.canvas.lock:
+            if self.running:
+                return self._busy(wait)
+            if not options.prompt.strip():
+                self.error = "generated-image mode needs a prompt (Parameters → Prompt)"
+                return None
+            self.progress.reset()
+            self.status = "starting…"
+            self.running = True
+            self._started = time.perf_counter()
+
+        def work(cancelled):
+            editor = self.editor_for(options.model)
+            self.status = "generating…"
+            return editor.generate(options.prompt, seed=seed, config=options.config_for(editor),
+                                   progress=lambda event: self._on_progress(event, None), cancel=cancelled)
+
+        def done(prepared: Optional[PreparedImage], error):
+            # under the lock: nobody starts a run or sets an image between the end and the new image
+            with self.canvas.lock:
+                self.running = False
+                if error is None:
+                    self.canvas.image = prepared.image
+                    self.generated = (self.canvas.image, prepared)
+                    self.status = f"generated in {time.perf_counter() - self._started:.1f} s: add points and run"
+                else:
+                    self._fail(error)
+
+        if not self.runner.start(work, done, name="dragwidget-generate"):
+            self.running = False
+            return self._busy(wait)
+        if wait:
+            self.wait()
+        return None
