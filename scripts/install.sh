@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install dragwidget and its dependencies into the current Python.
-# usage: bash scripts/install.sh [EXTRA]   (EXTRA: test or notebook)
+# usage: bash scripts/install.sh [EXTRA]   (EXTRA: test, notebook or docs)
 # A torch that is already installed (CUDA, Colab, MPS builds) is kept; only when there is none
 # is torch 2.13.0 installed (PyPI's default build for the platform, or a local wheel if pip has one).
 set -euo pipefail
