@@ -410,23 +410,23 @@ def hub_unused(monkeypatch):
 def test_offline_mode_fails_at_once_without_the_network(monkeypatch, hub_unused):
     from huggingface_hub import constants
 
-    from dragwidget import loading
+    from dragwidget import loading, model_source
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(loading, "hub_reachable", lambda: pytest.fail("HF_HUB_OFFLINE forbids a network check"))
-    with pytest.raises(ModelNotFoundError, match=r"(?s)not in the local cache and HF_HUB_OFFLINE is set.*To fix:"):
+    monkeypatch.setattr(model_source, "hub_reachable", lambda: pytest.fail("HF_HUB_OFFLINE forbids a network check"))
+    with pytest.raises(ModelNotFoundError, match=r"(?s)not in the local cache and the hub is offline \(HF_HUB_OFFLINE is set\).*To fix:"):
         loading.load_model("nobody-here/no-such-model-anywhere", device="cpu")
 
 
 def test_unreachable_hub_fails_at_once(monkeypatch, hub_unused):
     from huggingface_hub import constants
 
-    from dragwidget import loading
+    from dragwidget import loading, model_source
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
+    monkeypatch.setattr(model_source, "hub_reachable", lambda: False)
     with pytest.raises(ModelNotFoundError, match=r"(?s)the hub did not answer within .* s.*Tried:"):
         loading.load_model("nobody-here/no-such-model-anywhere", device="cpu")
 
@@ -436,11 +436,11 @@ def test_cached_model_loads_from_the_cache_when_the_hub_is_unreachable(monkeypat
     import huggingface_hub
     from huggingface_hub import constants
 
-    from dragwidget import loading
+    from dragwidget import loading, model_source
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
+    monkeypatch.setattr(model_source, "hub_reachable", lambda: False)
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo_id, filename: f"/cache/{repo_id}/{filename}")
     asked = []
 

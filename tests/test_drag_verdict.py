@@ -80,9 +80,18 @@ def test_content_is_located_on_a_bounded_grid_and_found_in_image_pixels(tiny_mod
     from dragwidget.drag_verdict import content_features
 
     picture = Image.fromarray((np.random.default_rng(0).random((256, 512, 3)) * 255).astype(np.uint8))
-    features = content_features(tiny_model, picture, "", 1)
-    assert features.shape[-2:] == (64, 128)        # not 256x512 maps of every channel
     config = DragEditor(tiny_model).config
+    passes = []
+    hook = tiny_model.unet.register_forward_hook(lambda module, inputs, output: passes.append(inputs[0].shape))
+    try:
+        features = content_features(tiny_model, picture, "", config.replace(verdict_ensemble=1))
+    finally:
+        hook.remove()
+    assert features.shape[-2:] == (64, 128)        # not 256x512 maps of every channel
+    # the UNet saw the picture at the drag's working size (the model's own width), not at 512 px
+    working = (tiny_model.native_width, tiny_model.native_width // 2)
+    assert [tuple(shape[-2:]) for shape in passes] == [(working[1] // tiny_model.vae_scale_factor,
+                                                       working[0] // tiny_model.vae_scale_factor)]
     verdict, _ = judge(tiny_model, picture, picture, normalise_points([((100, 60), (300, 60))], 512, 256), "", config)
     (pair,) = verdict.pairs
     # an unchanged picture: its content is where it was, to the grid's 4-px steps

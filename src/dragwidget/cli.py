@@ -1,7 +1,8 @@
 """Command line: `dragwidget edit IMAGE --points "hx,hy,tx,ty[;...]" ...`.
 
 Bad input prints one line starting with "dragwidget: error:" and exits with status 2, before any
-slow work: options, settings and output paths are checked before the engine (torch) is imported.
+slow work: options, settings, output paths and whether the model can be had at all (a hub id
+offline must be in the local cache) are checked before the engine (torch) is imported.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .cli_inputs import check_output_file, check_output_folder, settings_changes
 from .config import DEFAULT_MODEL
 from .dragbench.commands import add_dragbench_parsers
 from .errors import DragCancelled, DragWidgetError, InputError
+from .model_source import check_model_available
 from .toy.train_options import DESCRIPTION as TRAIN_DESCRIPTION
 from .toy.train_options import add_arguments as add_training_arguments
 
@@ -64,6 +66,7 @@ def edit(args) -> int:
         check_output_file(Path(args.report), "--report")
         if Path(args.report).resolve() == out.resolve():
             raise InputError(f"--report {args.report} is the edited image's own path (--out); give another file")
+    check_model_available(args.model, args.vae)
 
     from .editor import DragEditor, DragRequest
     from .image_input import load_image, load_mask, normalise_points, validate_prompt
@@ -103,6 +106,7 @@ def bench_shapes(args) -> int:
     sweeps = sweep_values(args)
     out = Path(args.out)
     check_output_folder(out, f"--out {out}")
+    check_model_available(args.model)
 
     from .editor import DragEditor
     from .toy.shapes_bench import format_sweep, format_table, make_cases, run_bench, run_sweep
@@ -162,6 +166,7 @@ def features(args) -> int:
     changes = settings_changes(args, FEATURES_OPTIONS)
     steps, blocks = _int_list(args.steps, "--steps"), _int_list(args.blocks, "--blocks")
     check_output_file(Path(args.out), "--out")
+    check_model_available(args.model)
 
     from .editor import DragEditor
     from .feature_maps import FeatureRequest, figure_png

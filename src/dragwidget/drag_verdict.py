@@ -32,7 +32,7 @@ from PIL import Image
 from .config import DragConfig
 from .dragbench.dift import dift_features
 from .encoding import image_to_tensor
-from .image_input import PointPair
+from .image_input import PointPair, working_size
 from .loading import DiffusionModel
 
 XY = Tuple[float, float]
@@ -101,13 +101,18 @@ def locating_size(size: Tuple[int, int]) -> Tuple[int, int]:
 
 
 @torch.no_grad()
-def content_features(model: DiffusionModel, image: Image.Image, prompt: str, ensemble: int) -> torch.Tensor:
-    """1xCxhxw features of `image` on its `locating_size` grid (DIFT with the model's settings)."""
+def content_features(model: DiffusionModel, image: Image.Image, prompt: str, config: DragConfig) -> torch.Tensor:
+    """1xCxhxw features of `image` on its `locating_size` grid (DIFT with the model's settings).
+
+    The UNet sees the picture at the drag's working size, as the drag did: a 512-px picture for
+    the 64-px toy would otherwise cost a 128x128-latent UNet pass per ensemble row."""
     settings = model.locating_settings
     generator = torch.Generator().manual_seed(LOCATING_SEED)
-    features = dift_features(model, image_to_tensor(image, model.device), prompt, generator,
+    working = working_size(*image.size, config.working_width or model.native_width, model.vae_scale_factor)
+    pixels = image_to_tensor(image.resize(working, Image.LANCZOS), model.device)
+    features = dift_features(model, pixels, prompt, generator,
                              timestep=settings.get("timestep", LOCATING_TIMESTEP),
-                             block=settings.get("block", LOCATING_BLOCK), ensemble=ensemble)
+                             block=settings.get("block", LOCATING_BLOCK), ensemble=config.verdict_ensemble)
     width, height = locating_size(image.size)
     return F.interpolate(features, (height, width), mode="bilinear")
 
@@ -146,9 +151,9 @@ def judge(model: DiffusionModel, original: Image.Image, result: Image.Image, pai
     started = time.perf_counter()
     passes = 1
     if original_features is None:
-        original_features = content_features(model, original, prompt, config.verdict_ensemble)
+        original_features = content_features(model, original, prompt, config)
         passes += 1
-    result_features = content_features(model, result, prompt, config.verdict_ensemble)
+    result_features = content_features(model, result, prompt, config)
     before, after = np.asarray(original.convert("RGB")), np.asarray(result.convert("RGB"))
     radius = patch_radius(original.size)
     verdicts = []

@@ -10,20 +10,24 @@ import hashlib
 import json
 import functools
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 import torch
 
 from .config import DEFAULT_MODEL
 from .errors import ModelNotFoundError
+# embedded_model_names, embedded_model_path and resolve_model are read from here by the widget and the tests
+from .model_source import (ModelSource, embedded_model_names, embedded_model_path, locate_model, locate_vae,
+                           not_found_message, repository_files, resolve_model)
 
-EMBEDDED_MODELS_DIR = Path(__file__).parent / "models"
-HUB_CHECK_SECONDS = 1.5
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+HALF_PRECISION_VARIANT = "fp16"
+# a weights file of that variant, whole or a shard: "model.fp16.safetensors", "model.fp16-00001-of-00002.safetensors"
+HALF_PRECISION_WEIGHTS = re.compile(r"[^/]+\.fp16(-\d+-of-\d+)?\.safetensors")
 LOCATING_SETTINGS_FILE = "dragwidget_dift.json"
 
 # torch keeps state that a run depends on global to the process: the RNG that seeds a drag and a
@@ -98,46 +102,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def embedded_model_path(name: str) -> Optional[Path]:
-    path = EMBEDDED_MODELS_DIR / name
-    return path if (path / "model_index.json").is_file() else None
-
-
-def embedded_model_names() -> list:
-    if not EMBEDDED_MODELS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in EMBEDDED_MODELS_DIR.iterdir() if (p / "model_index.json").is_file())
-
-
-def _looks_like_path(name: str) -> bool:
-    # A hub id is "name" or "owner/name"; anything else is meant as a folder.
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-
-
-def resolve_model(name: Union[str, os.PathLike]) -> tuple:
-    """Return (where, is_local) for a model name; raise ModelNotFoundError for a missing folder."""
-    text = os.fspath(name)
-    embedded = embedded_model_path(text)
-    if embedded is not None:
-        return str(embedded), True
-    expanded = Path(text).expanduser()
-    if expanded.is_dir():
-        missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-                   if not (expanded / c).is_dir()]
-        if missing:
-            raise ModelNotFoundError(
-                f"{expanded} is a folder but not a Stable Diffusion checkpoint in the diffusers layout: "
-                f"it lacks the subfolder(s) {', '.join(missing)}. Expected unet/, vae/, text_encoder/, "
-                f"tokenizer/ and scheduler/ as written by `StableDiffusionPipeline.save_pretrained`.")
-        return str(expanded), True
-    if _looks_like_path(text) or expanded.exists():
-        raise ModelNotFoundError(
-            f"model folder {text!r} does not exist. Give an existing folder in the diffusers layout, "
-            f"a Hugging Face hub id such as {DEFAULT_MODEL!r}, or an embedded model: "
-            f"{', '.join(embedded_model_names()) or '(none installed)'}.")
-    return text, False
-
-
 def shipped_stage_rates(where: Union[str, os.PathLike], device_type: str) -> dict:
     """Seconds per step of each stage on `device_type` as a model folder's makers measured them
     (`dragwidget_stage_rates.json`); {} when the folder has none for that kind of device."""
@@ -160,58 +124,28 @@ def _fingerprint(where: str, is_local: bool, vae: Optional[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE, as huggingface_hub read it at import or as set since."""
-    from huggingface_hub import constants
+def weights_variant(dtype: torch.dtype, files: Iterable[str], component: str = "") -> Optional[str]:
+    """Which weights of `component` to read: "fp16" (its half-precision variant) or None (the full ones).
 
-    return constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-
-
-def hub_reachable() -> bool:
-    """One short request to the hub (proxies and HF_ENDPOINT honoured), without the client's retries."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import get_session
-
-    try:
-        get_session().head(constants.ENDPOINT, timeout=HUB_CHECK_SECONDS)
-    except Exception:  # no answer, whatever the cause, means: not reachable now
-        return False
-    return True
+    fp16 when the weights are to be held in float16 (the CUDA default) and `files`, a repository's
+    paths, hold the component's fp16 safetensors (`unet/diffusion_pytorch_model.fp16.safetensors`,
+    or its shards): the full weights cast to float16, as such variants are made, for half the
+    download and half the disk read. Only the dtype decides, not the device: float32 and bfloat16
+    read the full weights, which fp16 ones would have rounded. A component without fp16 files reads
+    its full weights. Pure, so that the choice can be tested without a GPU or a hub.
+    """
+    folder = f"{component}/" if component else ""
+    holds_half = any(path.startswith(folder) and HALF_PRECISION_WEIGHTS.fullmatch(path[len(folder):])
+                     for path in files)
+    return HALF_PRECISION_VARIANT if dtype == torch.float16 and holds_half else None
 
 
-def _cached_only(repo_id: str, marker: str, model: str, vae: Optional[str]) -> bool:
-    """Whether to read a hub id from the local cache only. Raise ModelNotFoundError at once when it
-    is neither cached nor reachable: the hub client would retry for 42-48 s before failing."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = isinstance(try_to_load_from_cache(repo_id, marker), str)
-    except ValueError:  # not a valid hub id; the load below says so
-        cached = False
-    disabled = hub_offline()
-    offline = disabled or not hub_reachable()
-    if offline and not cached:
-        reason = "HF_HUB_OFFLINE is set" if disabled else f"the hub did not answer within {HUB_CHECK_SECONDS} s"
-        raise ModelNotFoundError(_not_found_message(model, vae, f"{repo_id!r} is not in the local cache and {reason}"))
-    return offline
-
-
-def _not_found_message(name: str, vae: Optional[str], reason: str) -> str:
-    from huggingface_hub import constants
-
-    offline = hub_offline()
-    embedded = embedded_model_names()
-    return (
-        f"could not load model {name!r}"
-        + (f" with VAE {vae!r}" if vae else "")
-        + f": {reason}\n"
-        f"Tried: the Hugging Face hub id {name!r} (hub access {'disabled by HF_HUB_OFFLINE' if offline else 'attempted'}) "
-        f"and the local cache at {constants.HF_HUB_CACHE}.\n"
-        "To fix: check the spelling of the id; download it once on a machine with network "
-        f"(`hf download {name}`) and copy the cache or the folder here; pass a local folder in the "
-        "diffusers layout (`--model /path/to/folder`)"
-        + (f"; or use an embedded model that needs no download: {', '.join(embedded)} (`--model {embedded[0]}`)." if embedded else ".")
-    )
+def _from_pretrained(model_class, source: ModelSource, files: Iterable[str], component: str, dtype, **options):
+    """One component's safetensors weights (`component` "" for a repository that is the component),
+    in the variant `weights_variant` chooses from the repository's `files`."""
+    return model_class.from_pretrained(
+        source.where, subfolder=component or None, variant=weights_variant(dtype, files, component),
+        use_safetensors=True, local_files_only=source.local_files_only, **options)
 
 
 def _holding_torch_state(load):
@@ -246,30 +180,25 @@ def load_model(
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    where, is_local = resolve_model(model)
-    local_only = is_local or _cached_only(where, "model_index.json", os.fspath(model), vae)
+    source = locate_model(model, vae)
+    vae_source = locate_vae(vae, model) if vae is not None else None   # both fail before any weights are read
+    where, is_local, local_only = source.where, source.is_local, source.local_files_only
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
+    files = repository_files(source)
     try:
-        unet = UNet2DConditionModel.from_pretrained(
-            where, subfolder="unet", use_safetensors=True, torch_dtype=dtype, local_files_only=local_only)
-        if vae is None:
-            autoencoder = AutoencoderKL.from_pretrained(
-                where, subfolder="vae", use_safetensors=True, torch_dtype=dtype, local_files_only=local_only)
+        unet = _from_pretrained(UNet2DConditionModel, source, files, "unet", dtype, torch_dtype=dtype)
+        if vae_source is None:
+            autoencoder = _from_pretrained(AutoencoderKL, source, files, "vae", dtype, torch_dtype=dtype)
         else:
-            vae_where, vae_is_local = resolve_model(vae)
-            autoencoder = AutoencoderKL.from_pretrained(
-                vae_where, use_safetensors=True, torch_dtype=dtype,
-                local_files_only=vae_is_local or _cached_only(vae_where, "config.json", os.fspath(model), vae))
-        text_encoder = CLIPTextModel.from_pretrained(
-            where, subfolder="text_encoder", use_safetensors=True, local_files_only=local_only).to(dtype)
+            autoencoder = _from_pretrained(AutoencoderKL, vae_source, repository_files(vae_source), "", dtype,
+                                           torch_dtype=dtype)
+        text_encoder = _from_pretrained(CLIPTextModel, source, files, "text_encoder", dtype).to(dtype)
         tokenizer = CLIPTokenizer.from_pretrained(where, subfolder="tokenizer", local_files_only=local_only)
         scheduler_config = dict(DDIMScheduler.load_config(where, subfolder="scheduler", local_files_only=local_only))
-    except ModelNotFoundError:
-        raise
     except (OSError, ValueError) as error:
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        raise ModelNotFoundError(_not_found_message(os.fspath(model), vae, reason)) from error
+        raise ModelNotFoundError(not_found_message(os.fspath(model), vae, reason)) from error
 
     recommended = {}
     settings_file = Path(where, "dragwidget_settings.json") if is_local else None

@@ -1,6 +1,7 @@
 """`dragwidget bench dragbench` and `dragwidget eval dragbench`: the command-line side of DragBench.
 
-Options are checked before torch is imported (a missing LPIPS is found before the long runs).
+Options, and whether the model can be had, are checked before torch is imported (a missing LPIPS
+is found before the long runs).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import List
 from ..cli_inputs import check_output_file, check_output_folder, settings_changes, sweep_values, whole_number
 from ..config import DEFAULT_MODEL
 from ..errors import InputError
+from ..model_source import check_model_available
 from . import DIFT_MODEL, METRICS
 
 
@@ -39,6 +41,7 @@ def bench_dragbench(args) -> int:
     samples = select_shard(every_sample, *shard)
     scores_rows = bool(sweeps) and shard == (1, 1)   # a shard's sweep is scored once every shard has finished
     metrics = parse_metrics(args.metrics)
+    check_model_available(args.model)
 
     from ..editor import DragEditor
 
