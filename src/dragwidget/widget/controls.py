@@ -49,17 +49,17 @@ class Toolbar(widgets.HBox):
 
     def __init__(self, canvas, on_run: Callable[[], None], on_cancel: Callable[[], None]):
         self.mode_buttons = widgets.ToggleButtons(
-            options=[("Points (p)", "points"), ("Mask (m)", "mask"), ("Eraser (e)", "erase"), ("Delete (x)", "delete")],
-            tooltips=["click a handle, then its target", "paint the region that may change",
-                      "erase the mask", "click a handle or target to remove its pair"],
-            style={"button_width": "84px"})
+            options=[("Points", "points"), ("Mask", "mask"), ("Eraser", "erase"), ("Delete", "delete")],
+            tooltips=["click a handle, then its target (p)", "paint the region that may change (m)",
+                      "erase the mask (e)", "click a handle or target to remove its pair (x)"],
+            style={"button_width": "62px"})
         traitlets.link((canvas, "mode"), (self.mode_buttons, "value"))
-        self.brush_slider = widgets.IntSlider(4, min=1, max=64, description="Brush", layout=widgets.Layout(width="180px"),
-                                              style={"description_width": "40px"})
+        self.brush_slider = widgets.IntSlider(4, min=1, max=64, description="Brush", layout=widgets.Layout(width="140px"),
+                                              style={"description_width": "38px"})
         traitlets.link((canvas, "brush_radius"), (self.brush_slider, "value"))
         traitlets.dlink((canvas, "brush_max"), (self.brush_slider, "max"))
         self.show_mask_box = widgets.Checkbox(True, description="Show mask", indent=False,
-                                              layout=widgets.Layout(width="92px"))
+                                              layout=widgets.Layout(width="100px"))
         traitlets.link((canvas, "show_mask"), (self.show_mask_box, "value"))
         self.undo_button = button("Undo", "undo", "undo the last point, stroke or clear (z)", canvas.undo, "40px", False)
         self.redo_button = button("Redo", "repeat", "redo (y)", canvas.redo, "40px", False)
@@ -70,12 +70,12 @@ class Toolbar(widgets.HBox):
         traitlets.dlink((canvas, "can_redo"), (self.redo_button, "disabled"), lambda can: not can)
         self.method_choice = widgets.Dropdown(
             options=[("DragDiffusion (paper)", "dragdiffusion"), ("GoodDrag", "gooddrag")], description="Method",
-            layout=widgets.Layout(width="230px"), style={"description_width": "52px"},
+            layout=widgets.Layout(width="185px"), style={"description_width": "52px"},
             tooltip="DragDiffusion: optimise at one timestep, then denoise; GoodDrag: drag while denoising")
         self.method_choice.add_class("dragwidget-method")
         self.run_button = button("Run", "play", "run the drag (Enter)", on_run, "80px")
         self.run_button.button_style = "primary"
-        self.cancel_button = button("Cancel", "stop", "cancel the run (Escape)", on_cancel, "86px")
+        self.cancel_button = button("Cancel", "stop", "cancel the run (Escape)", on_cancel, "80px")
         self.cancel_button.disabled = True
         super().__init__([self.mode_buttons, self.brush_slider, self.show_mask_box, self.undo_button, self.redo_button,
                           self.clear_points_button, self.clear_mask_button, self.method_choice, self.run_button,
