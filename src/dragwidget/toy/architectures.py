@@ -2,8 +2,9 @@
 
 Every candidate keeps Stable Diffusion's shape (a KL VAE, a 4-level UNet whose `up_blocks[2]`
 ends at latent resolution, a CLIP text encoder) so the engine treats it as any SD checkpoint.
-Version 3's candidates vary the number of latent channels (4, 8, 16); the earlier ones latent
-resolution (the VAE's downsampling factor), the UNet's width and where it has self-attention.
+Version 3's candidates vary the number of latent channels (4, 8, 16) and, with 4, the latent
+resolution; the earlier ones latent resolution (the VAE's downsampling factor), the UNet's width
+and where it has self-attention.
 What the studies measured is in the model card, src/dragwidget/models/toy/README.md.
 """
 
@@ -63,6 +64,11 @@ ARCHITECTURES: Dict[str, Architecture] = {
     "v3-c4": Architecture(
         "v3 with Stable Diffusion's 4 latent channels",
         _unet(IMAGE_SIZE // 4, *V3_UNET, latent_channels=4), _vae((32, 64, 64), 4, norm_groups=2), TEXT_CONFIG),
+    "v3-f2": Architecture(
+        "v3-c4's first two levels as a factor-2 VAE (32x32x4 latents: a small object covers four times "
+        "the cells) with v2's UNet",
+        _unet(IMAGE_SIZE // 2, (16, 32, 64, 64), (False, True, True, False), (2, 4, 8, 8)),
+        _vae((32, 64), 4, norm_groups=2), TEXT_CONFIG),
     "v3-c16": Architecture(
         "v3 with 16 latent channels",
         _unet(IMAGE_SIZE // 4, *V3_UNET, latent_channels=16), _vae((32, 64, 64), 16, norm_groups=2), TEXT_CONFIG),

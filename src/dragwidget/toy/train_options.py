@@ -13,7 +13,7 @@ from pathlib import Path
 DESCRIPTION = "Train the embedded `toy` model from scratch on procedural shapes (30-40 minutes on 2 CPU cores)."
 # The names of toy/architectures.py's ARCHITECTURES, listed here so that --help needs no torch import
 # (a test checks that the two lists agree).
-ARCHITECTURE_NAMES = ("v1", "v3", "v3-c4", "v3-c16", "v2", "v2-wide", "v2-attn32")
+ARCHITECTURE_NAMES = ("v1", "v3", "v3-c4", "v3-f2", "v3-c16", "v2", "v2-wide", "v2-attn32")
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "models" / "toy"
 
 
