@@ -132,7 +132,7 @@ def test_quickstart_widget(server):
         }""")
         assert painted["opaque"] == painted["pixels"], painted
 
-        front.kernel("import numpy as _np\nwidget.points = []\n"
+        front.kernel("import numpy as _np\nnotebook_mask = widget.mask.copy()\nwidget.points = []\n"
                      "widget.mask = _np.zeros((widget.image.height, widget.image.width), bool)")
         state = front.state()
         assert state["points"] == [] and state["mask_pixels"] == 0, state
@@ -197,8 +197,7 @@ def test_quickstart_widget(server):
         # The run drags with the notebook's own mask (discs around handle and target): the L-shaped
         # stroke above is too thin to free the object's path, and the picture should show a drag
         # that works.
-        front.kernel("widget.mask = ((xs - cx) ** 2 + (ys - cy) ** 2 <= reach ** 2) | "
-                     "((xs - cx - step) ** 2 + (ys - cy) ** 2 <= reach ** 2)")
+        front.kernel("widget.mask = notebook_mask")
 
         gif = os.environ.get(GIF_ENV) if server.front_end == "lab" else None
         frames = [] if gif else None

@@ -48,6 +48,7 @@ def _unet(latent_size: int, channels, attention, heads, latent_channels: int = 4
     )
 
 
+V2_UNET = ((16, 32, 64, 64), (False, True, True, False), (2, 4, 8, 8))
 V3_UNET = ((32, 64, 64, 64), (True, True, True, False), (8, 8, 8, 8))
 
 ARCHITECTURES: Dict[str, Architecture] = {
@@ -67,7 +68,7 @@ ARCHITECTURES: Dict[str, Architecture] = {
     "v3-f2": Architecture(
         "v3-c4's first two levels as a factor-2 VAE (32x32x4 latents: a small object covers four times "
         "the cells) with v2's UNet",
-        _unet(IMAGE_SIZE // 2, (16, 32, 64, 64), (False, True, True, False), (2, 4, 8, 8)),
+        _unet(IMAGE_SIZE // 2, *V2_UNET),
         _vae((32, 64), 4, norm_groups=2), TEXT_CONFIG),
     "v3-c16": Architecture(
         "v3 with 16 latent channels",
@@ -75,7 +76,7 @@ ARCHITECTURES: Dict[str, Architecture] = {
     "v2": Architecture(
         "32x32 latents (VAE factor 2), UNet 16/32/64/64 with attention at 16 and 8 (not at 32x32: "
         "1024-token attention would triple the time of an edit)",
-        _unet(IMAGE_SIZE // 2, (16, 32, 64, 64), (False, True, True, False), (2, 4, 8, 8)),
+        _unet(IMAGE_SIZE // 2, *V2_UNET),
         _vae((16, 32)), TEXT_CONFIG),
     "v2-wide": Architecture(
         "v2 with a wider UNet, 16/64/128/128 (3.8x the parameters, about twice the time per step)",
