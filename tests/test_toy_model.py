@@ -75,6 +75,10 @@ def test_short_shapesbench_run_beats_no_edit(toy_editor, tmp_path):
     assert report["aggregate"]["iou"] > 0.15 > report["baseline"]["iou"]
     assert report["aggregate"]["psnr_outside_mask"] > 26.0
     assert report["aggregate"]["lost_objects"] <= 1
+    for case, row in zip(cases, report["cases"]):
+        assert len(row["verdict_pairs"]) == len(case.pairs)
+        assert row["reached"] == all(pair["reached"] for pair in row["verdict_pairs"])
+        assert all(pair["drag_length"] > 0 and pair["appearance_error"] >= 0 for pair in row["verdict_pairs"])
     for case in cases:
         assert {p.name for p in (tmp_path / case.name).iterdir()} >= {"input.png", "result.png", "mask.png", "case.json"}
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "contact_sheet.png").is_file()

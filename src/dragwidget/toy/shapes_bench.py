@@ -303,7 +303,9 @@ def run_bench(editor, cases: List[DragCase], out: Optional[Path] = None, config=
         edited = np.asarray(result.image)
         row = {"name": case.name, "kind": case.kind, **score(case, edited, seconds),
                "final_handles": [list(h) for h in result.handles], "steps": result.steps,
-               "reached": result.reached, "tracker_reached": result.tracker_reached, "verdict": result.says}
+               "reached": result.reached, "tracker_reached": result.tracker_reached, "verdict": result.says,
+               # what the verdict measured per pair, so its thresholds can be fitted to `worked` afterwards
+               "verdict_pairs": [pair.to_dict() for pair in result.verdict.pairs]}
         row["worked"] = worked(row, result.config)
         rows.append(row)
         baseline_rows.append({"kind": case.kind, **score(case, image)})
