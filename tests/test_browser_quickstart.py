@@ -194,7 +194,7 @@ def test_quickstart_widget(server):
                                          % [start, corner, end, off_stroke]))
         assert values == [True, True, True, False], values
         front.lap("points and stroke checked")
-        # The run drags with the notebook's own mask (discs around handle and target): the L-shaped
+        # The run drags with the notebook's own mask (the path the disc passes over): the L-shaped
         # stroke above is too thin to free the object's path, and the picture should show a drag
         # that works.
         front.kernel("widget.mask = notebook_mask")

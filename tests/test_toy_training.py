@@ -8,6 +8,7 @@ size 1 after two more steps). A resume that lost the optimiser state is off by 7
 steps (measured by dropping it), far above the 1e-6 allowed."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -78,11 +79,15 @@ def test_the_default_architecture_is_the_shipped_one_and_a_candidate_can_be_chos
     from dragwidget.toy.train_options import ARCHITECTURE_NAMES, TrainSettings
 
     assert ARCHITECTURE_NAMES == tuple(ARCHITECTURES)  # --help lists them without importing torch
-    shipped = json.loads((train_options.DEFAULT_OUT / "unet" / "config.json").read_text())
-    default = ARCHITECTURES[TrainSettings().architecture].unet
-    assert shipped["block_out_channels"] == list(default["block_out_channels"])
-    assert shipped["sample_size"] == default["sample_size"]
-    assert shipped["in_channels"] == default["in_channels"]
+    shipped_folder = train_options.DEFAULT_OUT
+    # `train-toy` with no options reproduces the shipped weights: same settings, same architecture
+    assert json.loads((shipped_folder / "training.json").read_text())["settings"] == asdict(TrainSettings())
+    default = ARCHITECTURES[TrainSettings().architecture]
+    for component, config in (("unet", default.unet), ("vae", default.vae)):
+        shipped = json.loads((shipped_folder / component / "config.json").read_text())
+        for key in ("block_out_channels", "sample_size", "in_channels", "out_channels", "latent_channels"):
+            if key in config:
+                assert shipped[key] == (list(config[key]) if isinstance(config[key], tuple) else config[key]), key
     assert load_model(str(run(tmp_path, "shipped")), device="cpu").vae_scale_factor == 4
     candidate = load_model(str(run(tmp_path, "v2", "--architecture", "v2", "--pictures", "palette")), device="cpu")
     assert candidate.vae_scale_factor == 2 and candidate.native_width == 64 and candidate.unet.config.in_channels == 4

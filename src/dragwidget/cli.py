@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     features_parser.add_argument("--out", default="features_pca.png", help="where to write the figure (PNG)")
     features_parser.set_defaults(run=features)
 
-    train_parser = commands.add_parser("train-toy", help="train the embedded toy model (30-40 min on 2 CPU cores)",
+    train_parser = commands.add_parser("train-toy", help="train the embedded toy model (about 1 h 50 min on 2 CPU cores)",
                                        description=TRAIN_DESCRIPTION)
     add_training_arguments(train_parser)
     train_parser.set_defaults(run=train_toy)

@@ -1,4 +1,5 @@
-"""The toy model's architectures: the shipped one (v1) and the candidates of its design studies.
+"""The toy model's architectures: the shipped one (v3-c4), version 2's (v1) and the candidates of its
+design studies.
 
 Every candidate keeps Stable Diffusion's shape (a KL VAE, a 4-level UNet whose `up_blocks[2]`
 ends at latent resolution, a CLIP text encoder) so the engine treats it as any SD checkpoint.
@@ -53,7 +54,7 @@ V3_UNET = ((32, 64, 64, 64), (True, True, True, False), (8, 8, 8, 8))
 
 ARCHITECTURES: Dict[str, Architecture] = {
     "v1": Architecture(
-        "the shipped one: 16x16x4 latents (VAE factor 4, 16/32/64), UNet 32/64/64/64 with attention "
+        "version 2 of the toy: 16x16x4 latents (VAE factor 4, 16/32/64), UNet 32/64/64/64 with attention "
         "at 16, 8 and 4",
         _unet(IMAGE_SIZE // 4, (32, 64, 64, 64), (True, True, True, False), (8, 8, 8, 8)),
         _vae((16, 32, 64)), TEXT_CONFIG),
@@ -63,7 +64,8 @@ ARCHITECTURES: Dict[str, Architecture] = {
         "decoded), v1's UNet",
         _unet(IMAGE_SIZE // 4, *V3_UNET, latent_channels=8), _vae((32, 64, 64), 8, norm_groups=2), TEXT_CONFIG),
     "v3-c4": Architecture(
-        "v3 with Stable Diffusion's 4 latent channels",
+        "the shipped one (version 3, train with --pictures broad): v3 with Stable Diffusion's 4 latent "
+        "channels, 16x16x4 latents",
         _unet(IMAGE_SIZE // 4, *V3_UNET, latent_channels=4), _vae((32, 64, 64), 4, norm_groups=2), TEXT_CONFIG),
     "v3-f2": Architecture(
         "v3-c4's first two levels as a factor-2 VAE (32x32x4 latents: a small object covers four times "

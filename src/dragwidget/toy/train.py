@@ -4,14 +4,14 @@
 
 Three stages, each seeded and resumable from the checkpoint folder:
 1. the VAE (a KL autoencoder, factor 4 in the shipped architecture) on random 32x32 crops of 64x64
-   pictures: ShapesBench's palette scenes (`shapes.py`, the shipped model) or `--pictures broad`
-   (`broad_scenes.py`: any colour, eleven kinds of shape, four kinds of background);
+   pictures: `--pictures broad` (`broad_scenes.py`: any colour, eleven kinds of shape, four kinds of
+   background; the shipped model) or ShapesBench's palette scenes (`shapes.py`, version 2);
 2. the UNet and the CLIP text encoder together, on VAE latents of a fixed pool of captioned
    pictures, with 10 % empty captions so that classifier-free guidance works;
 3. the VAE's decoder alone, on whole pictures (the encoder, and so the latents, unchanged).
 The UNet and text encoder saved are exponential moving averages of the trained weights.
-`--pictures broad --architecture v3` trains the candidate for drawn pictures (model card: design
-study of version 3).
+The defaults train the shipped version 3; `--architecture v1 --pictures palette` with version 2's
+steps trains version 2 (model card: design study of version 3).
 """
 
 from __future__ import annotations
