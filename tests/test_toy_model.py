@@ -121,12 +121,9 @@ def test_dragwidget_edit_moves_an_object_of_a_drawn_picture_and_keeps_the_pictur
     assert code == 0, capsys.readouterr().err
     original, edited = np.asarray(picture).astype(float), np.asarray(Image.open(tmp_path / "edited.png")).astype(float)
 
-    def ellipse_pixels(image):
-        return np.abs(image - color).sum(axis=-1) < 90
-
-    before, after = ellipse_pixels(original), ellipse_pixels(edited)
-    # Measured: the ellipse's colour over 0.93 of its area, its centre 28.9 px to the right (of 24) and
-    # 1.0 px up; the background along the path off by 7.2 grey levels. Its shape is not kept (it arrives
+    before, after = color_region(original, color), color_region(edited, color)
+    # Measured: the ellipse's colour over 1.18 times its area (smeared wider), its centre 27.6 px to the
+    # right (of 24) and 1.3 px up; the background along the path off by 7.2 grey levels. Its shape is not kept (it arrives
     # as two lobes: model card), which this test does not claim.
     assert after.sum() >= 0.5 * before.sum()
     assert 0.5 * step <= xs[after].mean() - xs[before].mean() <= 1.5 * step
