@@ -52,11 +52,14 @@ class DragConfig:
     feature_block: int = 2
     feature_scale: float = 0.5
 
-    # Which drag: "dragdiffusion" (the paper: optimise at one timestep, then denoise) or "gooddrag"
+    # Which drag: "dragdiffusion" (the paper: optimise at one timestep, then denoise), "gooddrag"
     # (GoodDrag, Zhang et al. 2024: drag and denoise alternately, supervised by the original's
-    # features; its settings are the gooddrag_* fields, the LoRA and inversion are shared).
-    # The default: GoodDrag measured better on held-out cases (the README's Methods section; on
-    # DragBench with SD 1.5 its paper reports MD 23.0 against DragDiffusion's 33.7).
+    # features; its settings are the gooddrag_* fields) or "fastdrag" (FastDrag, Zhao et al. 2024:
+    # warp the inverted latent once, no optimisation; the fastdrag_* fields). Where a method's
+    # published LoRA or inversion settings differ from the paper's, they are fields of its own
+    # (gooddrag_inversion_strength, fastdrag_lora_steps, ...), applied by `for_method`.
+    # The default for Stable Diffusion: GoodDrag (on DragBench with SD 1.5 its paper reports MD 23.0
+    # against DragDiffusion's 33.7 and FastDrag's 32.2); the toy ships its own measured choice.
     method: str = "gooddrag"
 
     # Motion supervision and point tracking. Reference: r_m = 1, r_p = 3, stop within 2 px or 80 steps.
@@ -69,22 +72,42 @@ class DragConfig:
     # Weight of the "keep the unmasked region" term. Reference: 0.1 (only when a mask is drawn).
     mask_weight: float = 0.1
 
-    # GoodDrag (github.com/zewei-Zhang/GoodDrag, its published defaults on the half-resolution
-    # supervision grid of a 512-px image): drag during the first 7 denoising steps; at each, up to
-    # 10 rounds of (up to 3 Adam steps, then point tracking); a round ends early once the supervision
-    # loss per patch element, summed over the pairs, is below 4; a handle moves min(4, distance)
-    # cells per step; r1 = 4, r2 = 12, lr 0.02, mask weight 0.1; stop after 10 rounds in a row
-    # without any handle changing.
+    # GoodDrag (github.com/zewei-Zhang/GoodDrag, the settings its UI and benchmark scripts run with,
+    # on the half-resolution supervision grid of a 512-px image): invert to strength 0.75 (38 of 50
+    # steps: its code rounds, the paper's truncates); a 70-step LoRA on the untouched image; drag
+    # during the first 7 denoising steps; at each, up to 10 rounds of (3 Adam steps, then point
+    # tracking); a handle moves min(4, distance) cells per step; r1 = 4, r2 = 12, lr 0.02, mask
+    # weight 0.1; stop after 10 rounds in a row without any handle changing.
+    # gooddrag_round_loss ends a round early once the supervision loss per patch element, summed
+    # over the pairs, is below it: its scripts pass 0 (never), the 4 of its constructor is unused.
+    gooddrag_inversion_strength: float = 0.75
+    gooddrag_lora_steps: int = 70
+    gooddrag_lora_augment: bool = False
     gooddrag_denoising_steps: int = 7
     gooddrag_rounds: int = 10
     gooddrag_steps_per_round: int = 3
-    gooddrag_round_loss: float = 4.0
+    gooddrag_round_loss: float = 0.0
     gooddrag_step_length: float = 4.0
     gooddrag_motion_radius: int = 4
     gooddrag_tracking_radius: int = 12
     gooddrag_lr: float = 0.02
     gooddrag_mask_weight: float = 0.1
     gooddrag_stall_rounds: int = 10
+
+    # FastDrag (github.com/XuanjiaZ/FastDrag, its published settings for SD 1.5): 10 DDIM steps at
+    # strength 0.7 (7 inversion steps, one warp, 7 denoising steps), no LoRA, guidance 1.
+    # Not in FastDrag: the cells of the handle's object (decoder features within
+    # fastdrag_core_similarity of the handle's, connected to it, inside the editable region) move
+    # the whole drag when fastdrag_rigid_core is on, FastDrag's elastic stretch only outside them;
+    # where two cells land on one, the one that moves the larger share of its drag wins with
+    # fastdrag_handle_side_wins (FastDrag: the first in raster order); the latent outside the
+    # editable region is reset to the original's at every denoising step.
+    fastdrag_inference_steps: int = 10
+    fastdrag_inversion_strength: float = 0.7
+    fastdrag_lora_steps: int = 0
+    fastdrag_rigid_core: bool = True
+    fastdrag_core_similarity: float = 0.6
+    fastdrag_handle_side_wins: bool = True
 
     # The verdict (not in the reference): a pair is reached when the result shows its content within
     # verdict_tolerance x the drag length (at least verdict_min_pixels) of the target, with its
@@ -126,7 +149,15 @@ class DragConfig:
 
     @property
     def inversion_steps(self) -> int:
-        return int(self.num_inference_steps * self.inversion_strength)
+        # GoodDrag's code rounds (0.75 of 50 -> 38), the paper's and FastDrag's truncate
+        steps = self.num_inference_steps * self.inversion_strength
+        return round(steps) if self.method == "gooddrag" else int(steps)
+
+    def for_method(self) -> "DragConfig":
+        """These settings as the chosen method runs them: its own LoRA and inversion settings
+        (`gooddrag_*`, `fastdrag_*`) in the shared fields that the preparation reads."""
+        own = {shared: getattr(self, field) for shared, field in METHOD_OWN.get(self.method, {}).items()}
+        return dataclasses.replace(self, **own) if own else self
 
     def replace(self, **changes) -> "DragConfig":
         _reject_unknown(changes)
@@ -176,12 +207,21 @@ RANGES = {
     "gooddrag_denoising_steps": AT_LEAST_1, "gooddrag_rounds": AT_LEAST_1, "gooddrag_steps_per_round": AT_LEAST_1,
     "gooddrag_round_loss": AT_LEAST_0, "gooddrag_step_length": POSITIVE, "gooddrag_motion_radius": AT_LEAST_0,
     "gooddrag_tracking_radius": AT_LEAST_1, "gooddrag_lr": POSITIVE, "gooddrag_mask_weight": AT_LEAST_0,
-    "gooddrag_stall_rounds": AT_LEAST_1,
+    "gooddrag_stall_rounds": AT_LEAST_1, "gooddrag_inversion_strength": FRACTION, "gooddrag_lora_steps": AT_LEAST_0,
+    "fastdrag_inference_steps": AT_LEAST_1, "fastdrag_inversion_strength": FRACTION, "fastdrag_lora_steps": AT_LEAST_0,
+    "fastdrag_core_similarity": Range(-1, 1),
     "verdict_tolerance": POSITIVE, "verdict_min_pixels": AT_LEAST_0, "verdict_appearance_error": POSITIVE,
     "verdict_ensemble": AT_LEAST_1,
 }
-METHODS = ("dragdiffusion", "gooddrag")
+METHODS = ("dragdiffusion", "gooddrag", "fastdrag")
 CHOICES = {"method": METHODS}
+# The shared preparation settings a method has its own values of (`<method>_<setting>`).
+METHOD_OWN = {
+    "gooddrag": {"inversion_strength": "gooddrag_inversion_strength", "lora_steps": "gooddrag_lora_steps",
+                 "lora_augment": "gooddrag_lora_augment"},
+    "fastdrag": {"num_inference_steps": "fastdrag_inference_steps",
+                 "inversion_strength": "fastdrag_inversion_strength", "lora_steps": "fastdrag_lora_steps"},
+}
 KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text",
          tuple: "a non-empty list of names"}
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")

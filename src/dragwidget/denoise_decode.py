@@ -3,6 +3,8 @@
 With mutual self-attention on, the original latent is denoised alongside as the reference
 branch: batch = [original, edited] (each doubled to [unconditional, conditional] under
 classifier-free guidance), and the edited rows read the original rows' keys and values.
+With `keep` (FastDrag's), the edited latent takes the original branch's wherever `keep` is 1 after
+every step, so nothing outside the editable region drifts.
 """
 
 from __future__ import annotations
@@ -43,15 +45,13 @@ def denoise(
     guidance_scale: float = 1.0,
     uncond_embedding: Optional[torch.Tensor] = None,
     on_step: Optional[Callable[[int, int], None]] = None,
+    keep: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Run DDIM from timesteps[start_index] to the end; return the edited clean latent."""
     timesteps = scheduler.timesteps[start_index:]
-    if config.mutual_attention:
-        latents = torch.cat([original_latent, edited_latent])
-        control = mutual_self_attention(model.unet, config)
-    else:
-        latents = edited_latent
-        control = contextlib.nullcontext()
+    with_original = config.mutual_attention or keep is not None
+    latents = torch.cat([original_latent, edited_latent]) if with_original else edited_latent
+    control = mutual_self_attention(model.unet, config) if config.mutual_attention else contextlib.nullcontext()
     with control as denoising_step:
         # device timesteps for the UNet, host integers for the scheduler (see ddim_inversion.invert)
         for index, (timestep, host_timestep) in enumerate(zip(timesteps, timesteps.tolist())):
@@ -60,6 +60,8 @@ def denoise(
             with model.autocast():
                 noise = predict_noise(model, latents, timestep, text_embedding, uncond_embedding, guidance_scale)
             latents = scheduler.step(noise.float(), host_timestep, latents).prev_sample
+            if keep is not None:
+                latents = torch.cat([latents[:1], torch.lerp(latents[1:], latents[:1], keep)])
             if on_step is not None:
                 on_step(index + 1, len(timesteps))
     return latents[-1:]

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import lora_cache, lora_finetuning
+from . import fastdrag, lora_cache, lora_finetuning
 from .compositing import keep_original_outside_mask
 from .config import DEFAULT_MODEL, DragConfig
 from .cpu_threads import requested_threads, use_cpu_threads
@@ -40,7 +40,7 @@ from .encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_im
 from .errors import InputError
 from .feature_maps import extract_feature_maps
 from .generation import generate
-from .drag_verdict import Verdict, judge
+from .drag_verdict import Verdict, content_features, judge
 from .gooddrag import drag_and_denoise, most_trackings
 from .image_input import CheckedRequest, ImageLike, PointPair, check_drag_request, load_image, working_size
 from .host_readback import synchronize
@@ -164,7 +164,7 @@ class DragEditor:
     def prepare(self, image: ImageLike, prompt: str = "", *, config: Optional[DragConfig] = None,
                 progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> PreparedImage:
         """Fine-tune the identity LoRA (or take it from the disk cache) and invert the image."""
-        config = config or self.config
+        config = (config or self.config).for_method()
         report = ProgressReporter(progress, cancel)
         picture = load_image(image)
         width, height = self._working_size(picture.size, config)
@@ -207,7 +207,7 @@ class DragEditor:
                  height: Optional[int] = None, config: Optional[DragConfig] = None,
                  progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> PreparedImage:
         """Generated-image mode: a new image from `prompt`, ready to drag (no LoRA, no inversion)."""
-        config = config or self.config
+        config = (config or self.config).for_method()
         report = ProgressReporter(progress, cancel)
         width = width or self.model.native_width
         width, height = working_size(width, height or width, width, self.model.vae_scale_factor)
@@ -231,7 +231,7 @@ class DragEditor:
              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> DragResult:
         """Drag the handles of `points` to their targets. `config` may change the drag settings;
         LoRA settings are those the image was prepared with."""
-        config = config or prepared.config
+        config = (config or prepared.config).for_method()
         request = check_drag_request(points, mask, prepared.size, prepared.working_size, config)
         return self._drag(prepared, request, config, ProgressReporter(progress, cancel))
 
@@ -268,30 +268,37 @@ class DragEditor:
             preview = None if clean is None else tensor_to_image(decode(self.model, clean))
             report(Progress("drag", step, total, handles=[grid.to_image(h) for h in current], preview=preview))
 
-        # 3. The drag: the paper's optimisation at one timestep, or GoodDrag's drag while denoising.
-        total = config.max_drag_steps if config.method == "dragdiffusion" else most_trackings(config)
-        report(Progress("drag", 0, total, handles=[grid.to_image(h) for h in handles]))
-        torch.manual_seed(config.seed)
-        drag_inputs = dict(text_embedding=prepared.text_embedding, handles=handles, targets=targets,
-                           grid_size=grid.shape, config=config, keep_mask=keep_mask,
-                           guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
-                           on_step=on_drag_step)
-        with stage("optimisation", rate="drag" if config.method == "dragdiffusion" else "gooddrag") as steps:
-            if config.method == "dragdiffusion":
-                outcome = optimize_latent(self.model, latent, scheduler.timesteps[start_index], scheduler, **drag_inputs)
-                original, edited, resume_index = latent, outcome.latent, start_index
-            else:
-                outcome = drag_and_denoise(self.model, latent, scheduler, start_index, **drag_inputs)
-                original, edited, resume_index = outcome.original, outcome.edited, outcome.resume_index
-            steps.count = outcome.steps
-        stage.timings["optimisation_steps_per_second"] = (outcome.steps / stage.timings["optimisation"]
-                                                         if stage.timings["optimisation"] else 0.0)
+        # 3. The drag: the paper's optimisation at one timestep, GoodDrag's drag while denoising, or
+        #    FastDrag's one warp of the latent.
+        keep = None
+        if config.method == "fastdrag":
+            outcome, keep = self._warp(prepared, request, latent, config, stage, report)
+            original, edited, resume_index = latent, outcome.latent, start_index
+        else:
+            total = config.max_drag_steps if config.method == "dragdiffusion" else most_trackings(config)
+            report(Progress("drag", 0, total, handles=[grid.to_image(h) for h in handles]))
+            torch.manual_seed(config.seed)
+            drag_inputs = dict(text_embedding=prepared.text_embedding, handles=handles, targets=targets,
+                               grid_size=grid.shape, config=config, keep_mask=keep_mask,
+                               guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
+                               on_step=on_drag_step)
+            with stage("optimisation", rate="drag" if config.method == "dragdiffusion" else "gooddrag") as steps:
+                if config.method == "dragdiffusion":
+                    outcome = optimize_latent(self.model, latent, scheduler.timesteps[start_index], scheduler,
+                                              **drag_inputs)
+                    original, edited, resume_index = latent, outcome.latent, start_index
+                else:
+                    outcome = drag_and_denoise(self.model, latent, scheduler, start_index, **drag_inputs)
+                    original, edited, resume_index = outcome.original, outcome.edited, outcome.resume_index
+                steps.count = outcome.steps
+            stage.timings["optimisation_steps_per_second"] = (outcome.steps / stage.timings["optimisation"]
+                                                             if stage.timings["optimisation"] else 0.0)
 
         # 4. Denoise the rest of the way, the original alongside for mutual self-attention.
         with stage("denoise") as steps:
             edited = denoise(self.model, scheduler, resume_index, original, edited, prepared.text_embedding, config,
                              guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
-                             on_step=lambda step, count: report(Progress("denoise", step, count)))
+                             on_step=lambda step, count: report(Progress("denoise", step, count)), keep=keep)
             steps.count = config.num_inference_steps - resume_index
         report.check()
 
@@ -310,22 +317,51 @@ class DragEditor:
             verdict, prepared.feature_cache[key] = judge(self.model, prepared.image, picture, request.pairs,
                                                          prepared.prompt, config, prepared.feature_cache.get(key))
         report(Progress("verdict", 1, 1, verdict.describe()))
+        to_image = outcome.to_image if config.method == "fastdrag" else grid.to_image
         return DragResult(
             image=picture, original=prepared.image, pairs=request.pairs,
-            handles=[grid.to_image(h) for h in outcome.handles],
-            trajectory=[[grid.to_image(h) for h in step] for step in outcome.trajectory],
+            handles=[to_image(h) for h in outcome.handles],
+            trajectory=[[to_image(h) for h in step] for step in outcome.trajectory],
             reached=verdict.reached, verdict=verdict, tracker_reached=outcome.reached, steps=outcome.steps,
             timings=stage.timings, config=config, mask=request.editable,
             reused={"lora": prepared.lora_source if first_drag else "memory",
                     "inversion": "generation" if prepared.generated else "memory" if inversion_cached else "computed"},
             kept_outside_mask=kept_outside_mask)
 
+    def _warp(self, prepared: PreparedImage, request: CheckedRequest, latent: torch.Tensor, config: DragConfig,
+              stage: StageTimer, report: ProgressReporter) -> Tuple["WarpedDrag", torch.Tensor]:
+        """FastDrag's step 3: the inverted latent warped once (no optimisation, no tracking); also
+        what the denoising keeps of the original (1 outside the editable region)."""
+        latent_size = tuple(latent.shape[-2:])
+        handles = fastdrag.latent_points([p.handle for p in request.pairs], prepared.size, latent_size)
+        targets = fastdrag.latent_points([p.target for p in request.pairs], prepared.size, latent_size)
+        to_image = lambda cells: fastdrag.image_points(torch.as_tensor(cells)[None], prepared.size, latent_size)[0]
+        report(Progress("drag", 0, 1, handles=[p.handle for p in request.pairs]))
+        features = None
+        if config.fastdrag_rigid_core:
+            # the handle's object is found with the verdict's locating features of the original (computed once)
+            key = ("verdict", config.verdict_ensemble)
+            if key not in prepared.feature_cache:
+                prepared.feature_cache[key] = content_features(self.model, prepared.image, prepared.prompt, config)
+            features = prepared.feature_cache[key]
+        with stage("warp") as steps:
+            warped = fastdrag.warp(latent, handles, targets, config, request.editable, features)
+            steps.count = 1
+        cells = handles.round().long()
+        columns, rows = cells[:, 0].clamp(0, latent_size[1] - 1), cells[:, 1].clamp(0, latent_size[0] - 1)
+        arrived = handles + warped.moves[rows, columns].cpu()   # where the field sends each handle
+        report(Progress("drag", 1, 1, handles=[to_image(h) for h in arrived]))
+        keep = (~warped.region).to(latent.dtype)[None, None]
+        outcome = WarpedDrag(warped.latent, list(arrived), [handles.tolist(), arrived.tolist()],
+                             bool(((arrived - targets).norm(dim=-1) < 1.0).all()), to_image, warped)
+        return outcome, keep
+
     @_holds_the_model
     def run(self, request: DragRequest, progress: Optional[ProgressCallback] = None,
             cancel: Optional[CancelCheck] = None) -> DragResult:
         """Prepare (or reuse) the request's image, then drag it. Points and mask are checked first,
         so bad input fails before any long work starts."""
-        config = request.config or self.config
+        config = (request.config or self.config).for_method()
         prepared = request.prepared
         if prepared is None:
             picture = _request_picture(request)
@@ -358,7 +394,7 @@ class DragEditor:
 
         Answers at once, even while another run holds the model: it only looks up, so a front end
         can ask before queuing a run. The answer is advisory: another run may change it meanwhile."""
-        config = request.config or self.config
+        config = (request.config or self.config).for_method()
         prepared = request.prepared
         if prepared is None:
             picture = _request_picture(request)
@@ -374,6 +410,8 @@ class DragEditor:
                  "decode": 1}
         if config.method == "dragdiffusion":
             steps.update(drag=config.max_drag_steps, denoise=config.inversion_steps)
+        elif config.method == "fastdrag":   # the warp itself costs next to nothing
+            steps.update(denoise=config.inversion_steps)
         else:   # about one Adam step a round: most rounds end early, once the supervision loss is small
             dragged = min(config.gooddrag_denoising_steps, config.inversion_steps)
             steps.update(gooddrag=dragged * config.gooddrag_rounds, denoise=config.inversion_steps - dragged)
@@ -455,6 +493,19 @@ class DragEditor:
         self._record_rate(prepared, "inversion", prepared.timings["inversion"], config.inversion_steps)
         prepared.inverted[key] = latent
         return latent, False
+
+
+@dataclass
+class WarpedDrag:
+    """FastDrag's step 3 in the shape of the other methods' outcomes (handles in latent cells)."""
+
+    latent: torch.Tensor
+    handles: List[torch.Tensor]          # where the warp sent each handle
+    trajectory: List[List[XY]]           # the handles before and after the warp
+    reached: bool                        # the warp sent every handle to within a cell of its target
+    to_image: object                     # latent cell -> input pixels
+    warp: "fastdrag.WarpOutcome"
+    steps: int = 0                       # no optimisation steps
 
 
 def _request_picture(request: DragRequest) -> Image.Image:

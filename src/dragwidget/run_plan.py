@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
-STAGES = ("lora", "inversion", "drag", "gooddrag", "denoise", "decode", "verdict")
+STAGES = ("lora", "inversion", "drag", "gooddrag", "warp", "denoise", "decode", "verdict")
 RATES_FILE = "stage_rates.json"
 
 
