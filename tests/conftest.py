@@ -22,9 +22,11 @@ from dragwidget.tiny_model import build_tiny_model
 # LoRA batch of 1 keep each full edit at about a second on two CPU cores. The CLI picks them up too.
 # The paper's method: most tests check the engine around the drag, and its at most 3 steps keep
 # them short; tests/test_gooddrag.py covers the default method's own steps.
-TINY_SETTINGS = {"num_inference_steps": 10, "lora_batch_size": 1, "method": "dragdiffusion"}
-# What the session editor adds on top: a 2-step LoRA and at most 3 drag steps.
-EDITOR_CHANGES = {"lora_steps": 2, "max_drag_steps": 3}
+# GoodDrag prepares its image as the paper's method does here (strength 0.7, crop/flip LoRA views).
+TINY_SETTINGS = {"num_inference_steps": 10, "lora_batch_size": 1, "method": "dragdiffusion",
+                 "gooddrag_inversion_strength": 0.7, "gooddrag_lora_augment": True}
+# What the session editor adds on top: a 2-step LoRA (for either method that trains one) and at most 3 drag steps.
+EDITOR_CHANGES = {"lora_steps": 2, "gooddrag_lora_steps": 2, "max_drag_steps": 3}
 
 # Tests that call the engine's modules directly (not through a DragEditor, which chooses its own
 # thread count, as users get it) use one thread: the tiny model's tensors are far too small to gain

@@ -98,7 +98,7 @@ def test_gooddrag_supervises_with_the_original_trajectorys_features(editor, prep
 
 
 def test_gooddrag_alternates_dragging_and_denoising(fresh_model, small_config, tmp_path, make_image):
-    config = small_config.replace(**GOODDRAG, lora_steps=0, reach_threshold=0.01)
+    config = small_config.replace(**GOODDRAG, gooddrag_lora_steps=0, reach_threshold=0.01)
     editor = DragEditor(fresh_model, config=config, cache_dir=tmp_path)
     prepared = editor.prepare(make_image(64, 64, seed=3), "a red disc")
     counter = UNetCalls(fresh_model.unet)
@@ -123,7 +123,7 @@ def test_gooddrag_alternates_dragging_and_denoising(fresh_model, small_config, t
 
 def test_a_handle_that_arrives_ends_the_drag_and_denoising_goes_on(fresh_model, small_config, tmp_path, make_image,
                                                                    monkeypatch):
-    config = small_config.replace(**GOODDRAG, lora_steps=0)
+    config = small_config.replace(**GOODDRAG, gooddrag_lora_steps=0)
     editor = DragEditor(fresh_model, config=config, cache_dir=tmp_path)
     prepared = editor.prepare(make_image(64, 64, seed=3), "a red disc")
     # a tracker that finds every handle at its target at once
@@ -172,8 +172,8 @@ def test_a_late_host_gives_the_same_gooddrag_as_an_on_time_one(editor, prepared,
 
 
 def test_method_is_a_setting_like_any_other(editor, prepared, small_config):
-    assert DragConfig().method in ("dragdiffusion", "gooddrag")
-    with pytest.raises(InputError, match="method must be one of dragdiffusion, gooddrag, got 'good'"):
+    assert DragConfig().method in ("dragdiffusion", "gooddrag", "fastdrag")
+    with pytest.raises(InputError, match="method must be one of dragdiffusion, gooddrag, fastdrag, got 'good'"):
         small_config.replace(method="good")
     result = editor.drag(prepared, PAIR, config=small_config.replace(**GOODDRAG))
     assert result.config.method == "gooddrag" and result.report()["config"]["method"] == "gooddrag"

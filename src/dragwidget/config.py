@@ -156,7 +156,7 @@ class DragConfig:
     def for_method(self) -> "DragConfig":
         """These settings as the chosen method runs them: its own LoRA and inversion settings
         (`gooddrag_*`, `fastdrag_*`) in the shared fields that the preparation reads."""
-        own = {shared: getattr(self, field) for shared, field in METHOD_OWN.get(self.method, {}).items()}
+        own = {shared: getattr(self, method_field(self.method, shared)) for shared in METHOD_OWN.get(self.method, {})}
         return dataclasses.replace(self, **own) if own else self
 
     def replace(self, **changes) -> "DragConfig":
@@ -248,6 +248,11 @@ def _reject_unknown(names) -> None:
         hints = [f"{name!r} (did you mean {' or '.join(close)}?)" if (close := difflib.get_close_matches(name, known))
                  else repr(name) for name in unknown]
         raise InputError(f"DragConfig has no setting {', '.join(hints)}; known settings: {', '.join(known)}")
+
+
+def method_field(method: str, setting: str) -> str:
+    """The field `method` reads for the shared `setting`: e.g. gooddrag_lora_steps for GoodDrag's LoRA steps."""
+    return METHOD_OWN.get(method, {}).get(setting, setting)
 
 
 def describe(name: str) -> str:

@@ -142,8 +142,8 @@ def warp_field(region: torch.Tensor, handles: torch.Tensor, targets: torch.Tenso
 
 def move_cells(latent: torch.Tensor, region: torch.Tensor, moves: torch.Tensor, share: torch.Tensor,
                handle_side_wins: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(moved latent, holes): the region cleared, then every region cell's latent written at
-    round(cell + move) where that is a region cell; outside the region the latent stays as it is."""
+    """(moved latent, holes): the region cleared (holes hold zeros), then every region cell's latent
+    written at round(cell + move) where that is a region cell; outside the region the latent stays."""
     height, width = region.shape
     flat_region = region.flatten()
     sources = flat_region.nonzero(as_tuple=True)[0]                         # raster order
@@ -167,14 +167,16 @@ def move_cells(latent: torch.Tensor, region: torch.Tensor, moves: torch.Tensor, 
     written = best >= 0
     winners = sources[order[best[written]]]
     flat = latent.flatten(2).clone()
+    flat[:, :, flat_region] = 0
     flat[:, :, written.nonzero(as_tuple=True)[0]] = latent.flatten(2)[:, :, winners]
     holes = flat_region & ~written
     return flat.view_as(latent), holes.view(height, width)
 
 
-def fill_holes(latent: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
+def fill_holes(latent: torch.Tensor, holes: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
     """Every hole takes the nearest non-hole cells to its left, right, above and below (those that
-    exist), weighted by 1 / distance; a hole with none keeps what it holds."""
+    exist), weighted by 1 / distance; a hole with none (its whole row and column are holes) takes
+    `fallback`'s value there."""
     if not holes.any():
         return latent
     height, width = holes.shape
@@ -205,8 +207,8 @@ def fill_holes(latent: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
             source_x = xs if axis == 0 else torch.where(exists, found, 0)
             filled += weight * latent[:, :, source_y, source_x]
             total += weight
-    fillable = holes & (total > 0)
-    return torch.where(fillable, filled / total.clamp(min=1e-12), latent)
+    filled = torch.where(total > 0, filled / total.clamp(min=1e-12), fallback)
+    return torch.where(holes, filled, latent)
 
 
 def warp(latent: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, config: DragConfig,
@@ -225,7 +227,7 @@ def warp(latent: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, con
         cores = object_cores(features, handles, region, config.fastdrag_core_similarity)
     moves, share = warp_field(region, handles, targets, cores)
     moved, holes = move_cells(latent, region, moves, share, config.fastdrag_handle_side_wins)
-    return WarpOutcome(fill_holes(moved, holes), region, moves, cores, holes)
+    return WarpOutcome(fill_holes(moved, holes, latent), region, moves, cores, holes)
 
 
 def latent_points(points: Sequence[XY], image_size: Tuple[int, int], latent_size: Tuple[int, int]) -> torch.Tensor:

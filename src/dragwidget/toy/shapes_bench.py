@@ -8,7 +8,8 @@ every picture is parametric, the right answer is known: the object drawn again a
 Metrics per case (pairs averaged):
   (a) distance between the dragged object's centroid in the result (found by its colour) and
       where the drag asked it to go, in pixels and relative to the drag length (no edit = 1.0);
-  (b) IoU of the object's colour region in the result with its translated original;
+  (b) IoU of the object's colour region in the result with its translated original silhouette
+      (mean over the pairs; `shape_iou`, the lowest over the dragged objects);
   (c) PSNR outside the mask (capped at 100 dB for identical pixels);
   (d) the fraction of the other objects that stayed (colour region IoU >= 0.5 with their original);
   (e) dragged objects lost: found by their colour over less than 40 % of their area (recoloured,
@@ -17,7 +18,11 @@ Metrics per case (pairs averaged):
       channels), outside the mask and inside it away from the object; a picture whose background
       is off by more than `WRECKED_BACKGROUND_ERROR` in either region is counted as wrecked;
   (g) seconds per edit.
-Aggregates are also given per kind of case (one pair, two objects, one object held by two handles).
+A drag *worked* when no dragged object was lost, their centroids landed within the verdict's
+tolerance (0.3 of the drag length) of where they should be, and each kept its shape (IoU of the
+moved silhouette >= `SHAPE_KEPT_IOU`): position and shape, never position alone. Aggregates count
+the position successes and the successes with shape, and are also given per kind of case (one
+pair, two objects, one object held by two handles).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ CASE_KINDS = ("one", "two_objects", "two_handles")
 FAMILIES = ("scenes", "drawn")
 DRAWN_SIZES = (64, 128)
 WRECKED_BACKGROUND_ERROR = 25.0
+SHAPE_KEPT_IOU = 0.5
 
 
 @dataclass
@@ -159,6 +165,7 @@ def score(case: DragCase, result: np.ndarray, seconds: float = 0.0) -> dict:
         "distance_px": float(np.mean(distances)),
         "relative_distance": float(np.mean(relative)),
         "iou": float(np.mean(ious)),
+        "shape_iou": min(iou(found[index], expected_masks[index]) for index in case.moves),
         "psnr_outside_mask": psnr_outside(result, original, case.mask),
         "others_stayed": float(np.mean(stayed)) if stayed else 1.0,
         "dragged_objects": len(case.moves),
@@ -248,10 +255,16 @@ MEAN_KEYS = ("distance_px", "relative_distance", "iou", "psnr_outside_mask", "ot
              "background_error_outside", "background_error_path", "seconds")
 
 
-def worked(row: dict, config) -> bool:
-    """The ground truth the verdict is checked against: no dragged object lost, and the object's
-    centroid within the verdict's tolerance (a fraction of the drag length) of where it should be."""
+def arrived(row: dict, config) -> bool:
+    """Position alone: no dragged object lost, and the objects' centroids within the verdict's
+    tolerance (a fraction of the drag length) of where they should be."""
     return row["lost_objects"] == 0 and row["relative_distance"] <= config.verdict_tolerance
+
+
+def worked(row: dict, config) -> bool:
+    """The ground truth the verdict is checked against: the objects arrived (`arrived`) and each kept
+    its shape (IoU of its moved original silhouette with its region in the result >= SHAPE_KEPT_IOU)."""
+    return arrived(row, config) and row["shape_iou"] >= SHAPE_KEPT_IOU
 
 
 def verdict_agreement(rows: List[dict]) -> dict:
@@ -269,6 +282,10 @@ def aggregate(rows: List[dict]) -> dict:
     summary["dragged_objects"] = int(sum(row["dragged_objects"] for row in rows))
     summary["lost_objects"] = int(sum(row["lost_objects"] for row in rows))
     summary["wrecked"] = int(sum(row["wrecked"] for row in rows))
+    if rows and "worked" in rows[0]:
+        summary["cases"] = len(rows)
+        summary["arrived"] = int(sum(row["arrived"] for row in rows))
+        summary["worked"] = int(sum(row["worked"] for row in rows))
     summary["by_kind"] = {
         kind: {"cases": len(of_kind), "relative_distance": float(np.mean([row["relative_distance"] for row in of_kind])),
                "iou": float(np.mean([row["iou"] for row in of_kind]))}
@@ -306,7 +323,7 @@ def run_bench(editor, cases: List[DragCase], out: Optional[Path] = None, config=
                "reached": result.reached, "tracker_reached": result.tracker_reached, "verdict": result.says,
                # what the verdict measured per pair, so its thresholds can be fitted to `worked` afterwards
                "verdict_pairs": [pair.to_dict() for pair in result.verdict.pairs]}
-        row["worked"] = worked(row, result.config)
+        row["arrived"], row["worked"] = arrived(row, result.config), worked(row, result.config)
         rows.append(row)
         baseline_rows.append({"kind": case.kind, **score(case, image)})
         sheet.append((draw_points(image, case.pairs), draw_points(edited, case.pairs)))
@@ -354,11 +371,13 @@ def run_sweep(editor, cases: List[DragCase], sweeps: Dict[str, list], config=Non
 
 
 def format_sweep(table: dict) -> str:
-    lines = [f"{'setting':24s} {'value':>8s} {'rel dist':>8s} {'IoU':>6s} {'PSNR out':>8s} {'lost':>7s} {'s/edit':>7s}"]
+    lines = [f"{'setting':24s} {'value':>8s} {'worked':>7s} {'rel dist':>8s} {'IoU':>6s} {'PSNR out':>8s} {'lost':>7s} "
+             f"{'s/edit':>7s}"]
     for row in table["rows"]:
         lost = f"{row['lost_objects']}/{row['dragged_objects']}"
-        lines.append(f"{row['setting']:24s} {str(row['value']):>8s} {row['relative_distance']:8.3f} {row['iou']:6.3f} "
-                     f"{row['psnr_outside_mask']:8.2f} {lost:>7s} {row['seconds']:7.2f}")
+        worked_cases = f"{row['worked']}/{row['cases']}"
+        lines.append(f"{row['setting']:24s} {str(row['value']):>8s} {worked_cases:>7s} {row['relative_distance']:8.3f} "
+                     f"{row['iou']:6.3f} {row['psnr_outside_mask']:8.2f} {lost:>7s} {row['seconds']:7.2f}")
     return "\n".join(lines)
 
 
@@ -384,6 +403,9 @@ def format_table(report: dict) -> str:
                      f"{row['psnr_outside_mask']:8.2f} {row['others_stayed']:7.2f} {lost:>7s} "
                      f"{row['background_error_outside']:6.1f} {row['background_error_path']:7.1f} {row['wrecked']:7d} "
                      f"{row['seconds']:7.2f}")
+    drag = report["aggregate"]
+    lines.append(f"worked (arrived and kept its shape, IoU >= {SHAPE_KEPT_IOU:g}): {drag['worked']} of {drag['cases']}; "
+                 f"arrived by position alone: {drag['arrived']} of {drag['cases']}")
     for kind, row in report["aggregate"]["by_kind"].items():
         lines.append(f"  {kind} ({row['cases']} cases): relative distance {row['relative_distance']:.3f}, IoU {row['iou']:.3f}")
     verdict = report["verdict"]

@@ -69,9 +69,11 @@ class Toolbar(widgets.HBox):
         traitlets.dlink((canvas, "can_undo"), (self.undo_button, "disabled"), lambda can: not can)
         traitlets.dlink((canvas, "can_redo"), (self.redo_button, "disabled"), lambda can: not can)
         self.method_choice = widgets.Dropdown(
-            options=[("DragDiffusion (paper)", "dragdiffusion"), ("GoodDrag", "gooddrag")], description="Method",
+            options=[("DragDiffusion (paper)", "dragdiffusion"), ("GoodDrag", "gooddrag"), ("FastDrag", "fastdrag")],
+            description="Method",
             layout=widgets.Layout(width="185px"), style={"description_width": "52px"},
-            tooltip="DragDiffusion: optimise at one timestep, then denoise; GoodDrag: drag while denoising")
+            tooltip="DragDiffusion: optimise at one timestep, then denoise; GoodDrag: drag while denoising; "
+                    "FastDrag: warp the latent once, then denoise (about a second on a CPU)")
         self.method_choice.add_class("dragwidget-method")
         self.run_button = button("Run", "play", "run the drag (Enter)", on_run, "80px")
         self.run_button.button_style = "primary"

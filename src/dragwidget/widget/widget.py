@@ -31,7 +31,7 @@ import ipywidgets as widgets
 import traitlets
 from PIL import Image
 
-from ..config import DragConfig
+from ..config import DragConfig, method_field
 from ..editor import DragEditor, DragResult
 from ..errors import InputError
 from .canvas import MODES, DragCanvas
@@ -75,7 +75,7 @@ class DragWidget(widgets.VBox):
     show_mask = traitlets.Bool(True, help="draw the mask overlay on the canvas")
     prompt = traitlets.Unicode("", help="the picture's caption (LoRA, inversion and drag are conditioned on it)")
     model = traitlets.Unicode("", help="embedded name (toy), model folder or hub id; loaded at the first run")
-    method = traitlets.Unicode(DragConfig().method, help="dragdiffusion (the paper) or gooddrag")
+    method = traitlets.Unicode(DragConfig().method, help="dragdiffusion (the paper), gooddrag or fastdrag")
     lora_steps = traitlets.Int(80, help="DragConfig.lora_steps")
     drag_steps = traitlets.Int(80, help="DragConfig.max_drag_steps")
     learning_rate = traitlets.Float(0.01, help="DragConfig.drag_lr")
@@ -189,6 +189,14 @@ class DragWidget(widgets.VBox):
         if self._defaults and (editor is None or editor.model.name != change["new"]):
             self._apply_defaults(model_settings(change["new"]), force=False)
 
+    @traitlets.observe("method")
+    def _method_changed(self, change):
+        # the LoRA steps and inversion strength shown become the new method's own, where the user left them
+        if self._defaults:
+            editor = self.controller.editor
+            base = self._base_config or (editor.config if editor is not None else model_settings(self.model))
+            self._apply_defaults(base.replace(method=change["new"]), force=False)
+
     @traitlets.observe("show_features")
     def _show_features_changed(self, change):
         self.results.features.layout.display = None if change["new"] else "none"
@@ -199,8 +207,10 @@ class DragWidget(widgets.VBox):
         self.parameters_panel.show_running(change["new"])
 
     def _apply_defaults(self, config: DragConfig, force: bool) -> None:
-        """Parameters take the engine config's values; with force=False only those the user left alone."""
-        new = {name: getattr(config, field) for name, field in PARAMETERS.items()}
+        """Parameters take the engine config's values (those of its method: GoodDrag's own LoRA steps,
+        say); with force=False only those the user left alone."""
+        resolved = config.for_method()
+        new = {name: getattr(resolved, field) for name, field in PARAMETERS.items()}
         new["preview_every"] = config.preview_every or DEFAULT_PREVIEW_EVERY
         for name, value in new.items():
             if force or getattr(self, name) == self._defaults.get(name):
@@ -212,7 +222,7 @@ class DragWidget(widgets.VBox):
         base = self._base_config or (editor.config if editor is not None else DragConfig())
         traits = {**PARAMETERS, **WIDGET_PARAMETERS}
         chosen = {name: values.get(name, getattr(self, name)) for name in traits}
-        return base.replace(**{field: chosen[name] for name, field in traits.items()})
+        return base.replace(**{method_field(chosen["method"], field): chosen[name] for name, field in traits.items()})
 
     def _options(self) -> RunOptions:
         return RunOptions(model=self.model, prompt=self.prompt, config_for=self._config, lora_steps=self.lora_steps,
