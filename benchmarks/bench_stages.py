@@ -13,8 +13,8 @@ number of drag steps does not: point tracking on random features decides when th
 "arrive", so look at drag steps per second rather than the optimisation total).
 
 Each repeat times a first edit (a fresh LoRA cache: the LoRA is trained and the image inverted)
-and a re-drag of the same image (LoRA and inversion reused), for the paper's method and for
-GoodDrag (`--method`). Every UNet pass is counted per stage, with and without gradients. The
+and a re-drag of the same image (LoRA and inversion reused), for the paper's method, GoodDrag and
+FastDrag (`--method`; FastDrag's warp has no UNet pass and no floor). Every UNet pass is counted per stage, with and without gradients. The
 floor of a stage is its passes, each kind timed alone in plain PyTorch (the model's weights and
 dtype, eager): a LoRA step of batch lora_batch_size (forward, backward to the LoRA weights,
 AdamW), a forward of batch 1 (inversion; GoodDrag's passes of the original and its DDIM steps), a
@@ -25,8 +25,9 @@ its backward skips the UNet's last blocks and its ratio can be below 1.) The ver
 (its ensemble, once for the original and once for the result) are counted, not floored.
 
 The settings are the reference defaults (dragwidget.DragConfig: 80 LoRA steps of batch 4, 50 DDIM
-steps at strength 0.7, at most 80 drag steps; GoodDrag's published settings for its drag) unless
-changed with the options. Every repeat trains its LoRA from scratch (a fresh cache folder) and
+steps at strength 0.7, at most 80 drag steps; GoodDrag's and FastDrag's published settings for
+theirs: 70 LoRA steps and strength 0.75; no LoRA and 10 steps at 0.7) unless changed with the
+options (`--lora-steps` sets the LoRA steps of whichever method runs). Every repeat trains its LoRA from scratch (a fresh cache folder) and
 inverts again. Timings are those DragResult.timings reports. Peak memory: on CUDA
 torch.cuda.max_memory_allocated, reset at each stage; on CPU the process's peak resident set size
 (resource.getrusage maxrss), which only grows, so a stage's figure is the high-water mark reached
@@ -53,13 +54,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
 from dragwidget import DragConfig, DragEditor, DragRequest, load_model  # noqa: E402
+from dragwidget.config import METHODS, method_field  # noqa: E402
 from dragwidget.tiny_model import build_sd15_architecture_model, build_tiny_model  # noqa: E402
 
-STAGES = ("lora", "inversion", "optimisation", "denoise", "decode", "verdict")
+STAGES = ("lora", "inversion", "optimisation", "warp", "denoise", "decode", "verdict")
 FLOOR_STAGES = ("lora", "inversion", "optimisation", "denoise")
 FLOOR_PASSES = {"lora": "LoRA step", "inversion": "forward, batch 1", "optimisation": "forward+backward to the latent",
                 "denoise": "forward, batch 2"}
-PASS_STAGES = {"optimisation": "drag"}    # DragResult.timings' name -> the progress events' name
+PASS_STAGES = {"optimisation": "drag", "warp": "drag"}    # DragResult.timings' name -> the progress events' name
+
+
+def method_stages(method: str):
+    """The stages a method runs: FastDrag warps where the others optimise."""
+    return tuple(stage for stage in STAGES if stage != ("optimisation" if method == "fastdrag" else "warp"))
 
 
 def parse_size(text: str):
@@ -224,8 +231,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads on CPU (default: torch's choice)")
     parser.add_argument("--model-dir", type=Path, help="where to build the model (reused if it is already there)")
-    parser.add_argument("--method", choices=("dragdiffusion", "gooddrag", "both"), default="both",
-                        help="the drag method(s) to time (default both, one table each)")
+    parser.add_argument("--method", choices=(*METHODS, "all"), default="all",
+                        help="the drag method(s) to time (default all, one table each)")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -249,10 +256,11 @@ def main(argv=None) -> int:
             changes["lora_steps"] = args.lora_steps
         if args.drag_steps is not None:
             changes["max_drag_steps"] = args.drag_steps
-        methods = ("dragdiffusion", "gooddrag") if args.method == "both" else (args.method,)
+        methods = METHODS if args.method == "all" else (args.method,)
         for method in methods:
-            # the reference settings (GoodDrag's published ones for its own), whatever the model ships
-            config = DragConfig(method=method).replace(**changes)
+            # the reference settings (GoodDrag's and FastDrag's published ones for theirs), whatever the model ships
+            config = DragConfig(method=method).replace(**{method_field(method, k): v for k, v in changes.items()})
+            config = config.for_method()
             width, height = args.size or (model.native_width, model.native_width)
             time_method(model, config.replace(working_width=width), width, height, args.repeats,
                         label=f"{label}; built in {built:.1f} s, loaded in {loaded:.1f} s")
@@ -285,7 +293,7 @@ def time_method(model, config: DragConfig, width: int, height: int, repeats: int
                 result = editor.run(DragRequest(picture, points, prompt="a red disc", config=config),
                                     progress=lambda event: (memory(event), passes(event)))
                 total = time.perf_counter() - started
-                row[kind] = {stage: result.timings.get(stage, 0.0) for stage in STAGES}
+                row[kind] = {stage: result.timings.get(stage, 0.0) for stage in method_stages(config.method)}
                 row[kind].update(steps=result.steps, total=total, memory=memory.finish(), passes=passes.finish(),
                                  steps_per_second=result.timings.get("optimisation_steps_per_second", 0.0))
         rows.append(row)
@@ -308,7 +316,7 @@ def time_method(model, config: DragConfig, width: int, height: int, repeats: int
           f"peak memory in MiB ({memory_kind})")
     print(f"{'stage':<14}{'first edit s':>14}{'re-drag s':>11}{'floor s':>10}{'ratio':>7}{'peak MiB':>10}"
           f"   UNet passes (with gradients + without)")
-    for stage in STAGES:
+    for stage in method_stages(config.method):
         first, again = median("first edit", stage), median("re-drag", stage)
         stage_floor = floor(stage) if stage in FLOOR_STAGES else None
         memory_stage = PASS_STAGES.get(stage, stage)
@@ -326,14 +334,17 @@ def time_method(model, config: DragConfig, width: int, height: int, repeats: int
     print(f"{'total':<14}{first_total:>14.3f}{again_total:>11.3f}{first_floor:>10.3f}{first_total / first_floor:>7.2f}"
           f"            re-drag: floor {again_floor:.3f} s, ratio {again_total / again_floor:.2f}")
     rates = [row["first edit"]["steps_per_second"] for row in rows]
-    print(f"drag steps / second: {statistics.median(rates):.2f} ({rows[0]['first edit']['steps']} steps per run)")
+    if config.method != "fastdrag":
+        print(f"drag steps / second: {statistics.median(rates):.2f} ({rows[0]['first edit']['steps']} steps per run)")
     overall = torch.cuda.max_memory_allocated() / 2 ** 20 if model.device.type == "cuda" else peak_rss_mib()
     print(f"peak memory of the whole process: {overall:.0f} MiB"
           + (f"; peak RSS {peak_rss_mib():.0f} MiB" if model.device.type == "cuda" else ""))
 
 
 def format_row(row: dict) -> str:
-    stages = ", ".join(f"{stage} {row[stage]:.2f} s" for stage in STAGES)
+    stages = ", ".join(f"{stage} {row[stage]:.2f} s" for stage in STAGES if stage in row)
+    if "warp" in row:
+        return f"{stages}; total {row['total']:.2f} s"
     return f"{stages}; {row['steps']} drag steps at {row['steps_per_second']:.2f}/s; total {row['total']:.2f} s"
 
 

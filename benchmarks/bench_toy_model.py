@@ -12,8 +12,10 @@ apart from the training seeds):
   at 128 px (the VAE is convolutional: a 128-px picture encodes to a 32x32 latent);
 - DDIM inversion to the drag's timestep and back (no LoRA, no mutual attention) at the model's
   recommended inversion strength and at the reference's 0.7;
-- the time of a first edit (LoRA, not cached, included), of a re-drag of the same image, and from the
-  start of the drag stage to the first tracked handle a front end can draw (medians of `--edits`).
+- the time of a first edit (LoRA, not cached, included, for the methods that train one), of a re-drag
+  of the same image, and from the start of the drag stage to the first handle position a front end can
+  draw (medians of `--edits`), for each method side by side in this one process, and each method's
+  first edit and re-drag as a share of the paper's method's first edit.
 Run it on an otherwise idle machine; the numbers go to the model card and the README.
 `--write-stage-rates` stores the per-step times of those edits in the model folder's
 `dragwidget_stage_rates.json`: what a front end estimates before anything ran on a user's machine.
@@ -35,6 +37,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
 from dragwidget import DragEditor, DragRequest  # noqa: E402
+from dragwidget.config import METHODS  # noqa: E402
 from dragwidget.loading import embedded_model_path  # noqa: E402
 from dragwidget.run_plan import RATES_FILE  # noqa: E402
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index, invert  # noqa: E402
@@ -93,8 +96,8 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="toy", help="embedded model name or diffusers folder (default toy)")
     parser.add_argument("--scenes", type=int, default=12, help="unseen scenes for the reconstruction (default 12)")
     parser.add_argument("--edits", type=int, default=3, help="edits timed (default 3)")
-    parser.add_argument("--method", choices=("dragdiffusion", "gooddrag", "both"), default="both",
-                        help="the drag method(s) whose edits are timed (default both)")
+    parser.add_argument("--method", choices=(*METHODS, "all"), default="all",
+                        help="the drag method(s) whose edits are timed (default all)")
     parser.add_argument("--write-stage-rates", action="store_true",
                         help="write the edits' seconds per step into the model folder's dragwidget_stage_rates.json")
     args = parser.parse_args(argv)
@@ -115,16 +118,23 @@ def main(argv=None) -> None:
         values = [psnr(reconstruction(editor, p.render(), "", None), p.render()) for p in large]
         print(f"  drawn pictures of {2 * IMAGE_SIZE} px, {'VAE alone':34s} {np.mean(values):5.1f} dB "
               f"({min(values):.1f}..{max(values):.1f})")
-        methods = ("dragdiffusion", "gooddrag") if args.method == "both" else (args.method,)
-        editors = [editor]
+        methods = METHODS if args.method == "all" else (args.method,)
+        editors, times = [editor], {}
         for method in methods if args.edits else ():
             if method != methods[0]:   # a fresh cache: its first edits train their LoRAs too
                 editor = DragEditor(args.model, device="cpu", cache_dir=tempfile.mkdtemp(dir=cache))
                 editors.append(editor)
-            first, again, handle = time_edits(editor, args.edits, editor.config.replace(method=method))
+            config = editor.config.replace(method=method)
+            first, again, handle = times[method] = time_edits(editor, args.edits, config)
+            lora = f"{config.for_method().lora_steps}-step LoRA included" if config.for_method().lora_steps else "no LoRA"
             print(f"{method} edit (median of {args.edits}, {editor.cpu_threads or 'auto'} threads): first edit "
-                  f"{first:.1f} s (LoRA included), re-drag {again:.1f} s, first tracked handle {handle:.2f} s after "
+                  f"{first:.1f} s ({lora}), re-drag {again:.1f} s, first handle position {handle:.2f} s after "
                   "the drag stage starts")
+        if "dragdiffusion" in times:
+            paper = times["dragdiffusion"][0]
+            for method, (first, again, _) in times.items():
+                print(f"{method}: first edit {first / paper:.3f}, re-drag {again / paper:.3f} of the paper's "
+                      f"method's first edit ({paper:.1f} s)")
         if args.write_stage_rates:
             write_stage_rates(editors, Path(embedded_model_path(args.model) or args.model))
 

@@ -187,7 +187,7 @@ def test_plan_of_the_embedded_model_uses_its_shipped_timings_until_measured_here
     model = load_model("toy", device="cpu")
     assert set(model.shipped_stage_rates) == {"lora", "inversion", "drag", "gooddrag", "denoise", "decode"}
     editor = DragEditor(model, cache_dir=tmp_path)
-    config = editor.config.replace(lora_steps=3, max_drag_steps=2)
+    config = editor.config.replace_for_method(lora_steps=3, max_drag_steps=2)   # the toy's method's own LoRA steps
     job = DragRequest(make_image(64, 64, seed=4), [((20, 30), (40, 30))], prompt="a red disc", config=config)
     before = editor.plan(job)
     assert before.needs_lora and not before.measured_here

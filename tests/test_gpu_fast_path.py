@@ -56,8 +56,8 @@ def test_tracking_finds_what_a_window_scan_finds_at_borders_and_ties():
 @pytest.fixture(scope="module")
 def prepared_drag(tiny_model_dir, tmp_path_factory):
     model = load_model(tiny_model_dir, device="cpu")
-    config = DragConfig(num_inference_steps=10, lora_steps=0, working_width=64, max_drag_steps=12,
-                        reach_threshold=1.5, preview_every=2)
+    config = DragConfig().replace_for_method(num_inference_steps=10, lora_steps=0, working_width=64, max_drag_steps=12,
+                                             reach_threshold=1.5, preview_every=2)
     editor = DragEditor(model, config=config, cache_dir=tmp_path_factory.mktemp("lag_cache"))
     picture = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     prepared = editor.prepare(picture, "a red disc")
@@ -109,7 +109,8 @@ def test_a_half_precision_unet_trains_a_float32_lora(tiny_model_dir, tmp_path):
             seen.update((("lora" if "lora_" in name else "base"), parameter.dtype)
                         for name, parameter in model.unet.named_parameters())
 
-    config = DragConfig(num_inference_steps=10, lora_steps=3, lora_batch_size=1, working_width=64, max_drag_steps=2)
+    config = DragConfig().replace_for_method(num_inference_steps=10, lora_steps=3, lora_batch_size=1, working_width=64,
+                                             max_drag_steps=2)
     picture = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
     request = DragRequest(picture, [((20, 30), (40, 30))], prompt="a red disc")
     result = DragEditor(model, config=config, cache_dir=tmp_path).run(request, progress=look)
@@ -147,8 +148,9 @@ def test_no_step_loop_synchronises_with_the_host_per_step(tiny_model_dir, tmp_pa
     drag = [((8, 30), (56, 30))]   # 24 grid pixels: tracking (3 per step at most) cannot arrive within 6 steps
 
     def synchronising_calls(steps):
-        config = DragConfig(num_inference_steps=2 * steps, inversion_strength=0.5, lora_steps=steps,
-                            lora_batch_size=2, max_drag_steps=steps, reach_threshold=0.01, working_width=64)
+        config = DragConfig().replace_for_method(num_inference_steps=2 * steps, inversion_strength=0.5, lora_steps=steps,
+                                                 lora_batch_size=2, max_drag_steps=steps, reach_threshold=0.01,
+                                                 working_width=64)
         editor = DragEditor(model, config=config, cache_dir=tmp_path / str(steps))
         editor.run(DragRequest(picture, drag, mask, "a red disc"))   # warm-up: one-off syncs
         torch.cuda.set_sync_debug_mode("warn")

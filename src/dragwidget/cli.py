@@ -79,7 +79,7 @@ def edit(args) -> int:
         changes.setdefault("keep_outside_mask", True)
     editor = DragEditor(args.model, vae=args.vae, device=args.device)
     # The model's recommended settings are known now; the user's changes go on top of them.
-    config = editor.config.replace(**changes)
+    config = editor.config.replace_for_method(**changes)
     show, bars = _progress_printer()
     try:
         result = editor.run(DragRequest(picture, pairs, mask, args.prompt, config), progress=show)
@@ -112,7 +112,7 @@ def bench_shapes(args) -> int:
     from .toy.shapes_bench import format_sweep, format_table, make_cases, run_bench, run_sweep
 
     editor = DragEditor(args.model, device=args.device)
-    config = editor.config.replace(**changes)
+    config = editor.config.replace_for_method(**changes)
     cases = make_cases(args.cases, seed=args.seed, family=args.family)
 
     def on_case(done, total, row):
@@ -175,7 +175,7 @@ def features(args) -> int:
     picture = load_image(args.image)
     edited = load_image(args.edited) if args.edited else None
     editor = DragEditor(args.model, device=args.device)
-    config = editor.config.replace(**changes)
+    config = editor.config.replace_for_method(**changes)
     show, bars = _progress_printer()
     try:
         maps = editor.feature_maps(FeatureRequest(picture, args.prompt, edited=edited, steps=steps, blocks=blocks,

@@ -163,6 +163,20 @@ class DragConfig:
         _reject_unknown(changes)
         return dataclasses.replace(self, **changes)
 
+    def replace_for_method(self, **changes) -> "DragConfig":
+        """`replace`, where a shared preparation setting (lora_steps, inversion_strength, ...) sets the
+        own field of the method that will run (gooddrag_lora_steps, ...): what "LoRA steps" means to a
+        user of the CLI or the widget, whichever method is chosen."""
+        _reject_unknown(changes)
+        method = changes.get("method", self.method)
+        own = {}
+        for name, value in changes.items():
+            field = method_field(method, name)
+            if field in own:
+                raise InputError(f"{name} and {field} both set {method}'s {name}; give one of them")
+            own[field] = value
+        return dataclasses.replace(self, **own)
+
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 

@@ -337,14 +337,14 @@ class DragEditor:
         targets = fastdrag.latent_points([p.target for p in request.pairs], prepared.size, latent_size)
         to_image = lambda cells: fastdrag.image_points(torch.as_tensor(cells)[None], prepared.size, latent_size)[0]
         report(Progress("drag", 0, 1, handles=[p.handle for p in request.pairs]))
-        features = None
-        if config.fastdrag_rigid_core:
-            # the handle's object is found with the verdict's locating features of the original (computed once)
-            key = ("verdict", config.verdict_ensemble)
-            if key not in prepared.feature_cache:
-                prepared.feature_cache[key] = content_features(self.model, prepared.image, prepared.prompt, config)
-            features = prepared.feature_cache[key]
         with stage("warp") as steps:
+            features = None
+            if config.fastdrag_rigid_core:
+                # the handle's object is found with the verdict's locating features of the original (computed once)
+                key = ("verdict", config.verdict_ensemble)
+                if key not in prepared.feature_cache:
+                    prepared.feature_cache[key] = content_features(self.model, prepared.image, prepared.prompt, config)
+                features = prepared.feature_cache[key]
             warped = fastdrag.warp(latent, handles, targets, config, request.editable, features)
             steps.count = 1
         cells = handles.round().long()

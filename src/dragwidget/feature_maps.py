@@ -270,7 +270,7 @@ def picture_features(model, clean_latent: torch.Tensor, text_embedding: torch.Te
 
 def extract_feature_maps(editor, request: FeatureRequest, progress=None, cancel=None) -> FeatureMaps:
     """The body of `DragEditor.feature_maps`: see the module docstring for the steps."""
-    config = request.config or editor.config
+    config = (request.config or editor.config).for_method()
     report = ProgressReporter(progress, cancel)
     model = editor.model
     timings = {}

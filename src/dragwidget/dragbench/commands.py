@@ -46,10 +46,10 @@ def bench_dragbench(args) -> int:
     from ..editor import DragEditor
 
     editor = DragEditor(args.model, device=args.device)
-    base = editor.config.replace(**changes)
+    base = editor.config.replace_for_method(**changes)
     scorers = load_scorers(metrics, args) if scores_rows else {}
     runs = [("", None, base, out)] if not sweeps else [
-        (key, value, base.replace(**{key: value}), out / f"{key}={value}") for key, values in sweeps.items() for value in values]
+        (key, value, base.replace_for_method(**{key: value}), out / f"{key}={value}") for key, values in sweeps.items() for value in values]
     rows = []
     for key, value, config, folder in runs:
         label = f"{key}={value}" if key else "dragbench"

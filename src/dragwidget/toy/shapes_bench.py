@@ -356,7 +356,7 @@ def run_sweep(editor, cases: List[DragCase], sweeps: Dict[str, list], config=Non
     rows = []
     for setting, values in sweeps.items():
         for value in values:
-            varied = base.replace(**{setting: value})
+            varied = base.replace_for_method(**{setting: value})
             key = json.dumps(varied.to_dict(), sort_keys=True)
             if key not in finished:
                 report = run_bench(editor, cases, config=varied, on_case=on_case)

@@ -31,7 +31,7 @@ import ipywidgets as widgets
 import traitlets
 from PIL import Image
 
-from ..config import DragConfig, method_field
+from ..config import DragConfig
 from ..editor import DragEditor, DragResult
 from ..errors import InputError
 from .canvas import MODES, DragCanvas
@@ -222,7 +222,7 @@ class DragWidget(widgets.VBox):
         base = self._base_config or (editor.config if editor is not None else DragConfig())
         traits = {**PARAMETERS, **WIDGET_PARAMETERS}
         chosen = {name: values.get(name, getattr(self, name)) for name in traits}
-        return base.replace(**{method_field(chosen["method"], field): chosen[name] for name, field in traits.items()})
+        return base.replace_for_method(**{field: chosen[name] for name, field in traits.items()})
 
     def _options(self) -> RunOptions:
         return RunOptions(model=self.model, prompt=self.prompt, config_for=self._config, lora_steps=self.lora_steps,
