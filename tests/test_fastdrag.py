@@ -137,7 +137,7 @@ def test_holes_are_filled_from_written_cells():
     values = outcome.latent[0, 0]
     assert torch.isfinite(values).all() and (values[outcome.holes] != 0).all()
     # a hole takes its four nearest written neighbours, weighted 1 / distance
-    moved, holes = fastdrag.move_cells(latent, outcome.region, outcome.moves,
+    moved, holes, _ = fastdrag.move_cells(latent, outcome.region, outcome.moves,
                                        fastdrag.warp_field(outcome.region, torch.tensor([[6.0, 7.0]]),
                                                            torch.tensor([[10.0, 7.0]]))[1], True)
     assert torch.equal(holes, outcome.holes) and (moved[..., holes] == 0).all()   # cleared before the fill
@@ -153,20 +153,33 @@ def test_holes_are_filled_from_written_cells():
     assert values[y, x].item() == pytest.approx(expected / total, rel=1e-5)
 
 
+def test_what_the_moved_object_uncovers_is_filled_with_background_not_the_object():
+    latent = torch.ones(1, 4, 20, 20)
+    x0, y0, x1, y1 = box = (4, 8, 7, 11)
+    latent[..., y0:y1 + 1, x0:x1 + 1] = 5.0
+    editable = region_box(20, 20, 1, 1, 18, 18)
+    outcome = fastdrag.warp(latent, torch.tensor([[5.5, 9.5]]), torch.tensor([[8.5, 9.5]]), FASTDRAG, editable,
+                            square_features(20, 20, box))
+    assert (outcome.latent[..., y0:y1 + 1, x0 + 3:x1 + 4] == 5.0).all()       # the object, 3 cells right
+    uncovered = outcome.latent[..., y0:y1 + 1, x0:x0 + 3]
+    # background that followed, or holes filled past the object: background either way
+    assert outcome.holes[y0:y1 + 1, x0:x0 + 3].any() and torch.allclose(uncovered, torch.ones_like(uncovered))
+
+
 def test_where_two_cells_land_on_one_the_handle_side_wins():
     latent = numbered_latent(1, 6)
     region = torch.ones(1, 6, dtype=torch.bool)
     moves = torch.zeros(1, 6, 2)
     moves[0, 1, 0], moves[0, 3, 0] = 2.0, 0.0       # cell 1 lands on cell 3, which stays
     share = torch.tensor([[0.0, 1.0, 0.0, 0.2, 0.0, 0.0]])
-    handle_side, _ = fastdrag.move_cells(latent, region, moves, share, handle_side_wins=True)
-    raster, _ = fastdrag.move_cells(latent, region, moves, share, handle_side_wins=False)
+    handle_side, *_ = fastdrag.move_cells(latent, region, moves, share, handle_side_wins=True)
+    raster, *_ = fastdrag.move_cells(latent, region, moves, share, handle_side_wins=False)
     assert handle_side[0, 0, 0, 3] == latent[0, 0, 0, 1]     # the cell that moved its whole drag
     assert raster[0, 0, 0, 3] == latent[0, 0, 0, 1]          # FastDrag: the first in raster order
     moves[0, 1, 0], moves[0, 5, 0] = 0.0, -2.0               # now the later cell (5) moves the whole drag
     share = torch.tensor([[0.0, 0.0, 0.0, 0.2, 0.0, 1.0]])
-    handle_side, _ = fastdrag.move_cells(latent, region, moves, share, handle_side_wins=True)
-    raster, _ = fastdrag.move_cells(latent, region, moves, share, handle_side_wins=False)
+    handle_side, *_ = fastdrag.move_cells(latent, region, moves, share, handle_side_wins=True)
+    raster, *_ = fastdrag.move_cells(latent, region, moves, share, handle_side_wins=False)
     assert handle_side[0, 0, 0, 3] == latent[0, 0, 0, 5] and raster[0, 0, 0, 3] == latent[0, 0, 0, 3]
 
 

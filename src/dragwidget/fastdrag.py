@@ -18,7 +18,8 @@ and values, `denoise_decode.denoise`) turns the moved latent into a picture. On 
    region (nothing is written outside it). Where several land on one cell, the one that moves the
    larger share of its drag wins (the handle's side), or FastDrag's first in raster order;
 4. the holes (`fill_holes`): every region cell nothing landed on takes the nearest written (or
-   outside-the-region) cells to its left, right, above and below, weighted by 1 / distance.
+   outside-the-region) cells to its left, right, above and below, weighted by 1 / distance, looking
+   past the moved object's cells (what an object uncovers is background).
 
 All of it is vectorised in torch on the latent's device: the warp costs nothing next to a UNet pass.
 """
@@ -141,9 +142,11 @@ def warp_field(region: torch.Tensor, handles: torch.Tensor, targets: torch.Tenso
 
 
 def move_cells(latent: torch.Tensor, region: torch.Tensor, moves: torch.Tensor, share: torch.Tensor,
-               handle_side_wins: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(moved latent, holes): the region cleared (holes hold zeros), then every region cell's latent
-    written at round(cell + move) where that is a region cell; outside the region the latent stays."""
+               handle_side_wins: bool, core: Optional[torch.Tensor] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(moved latent, holes, moved core): the region cleared (holes hold zeros), then every region
+    cell's latent written at round(cell + move) where that is a region cell; outside the region the
+    latent stays. The moved core marks the cells where a cell of `core` (hxw bool) was written."""
     height, width = region.shape
     flat_region = region.flatten()
     sources = flat_region.nonzero(as_tuple=True)[0]                         # raster order
@@ -170,44 +173,54 @@ def move_cells(latent: torch.Tensor, region: torch.Tensor, moves: torch.Tensor, 
     flat[:, :, flat_region] = 0
     flat[:, :, written.nonzero(as_tuple=True)[0]] = latent.flatten(2)[:, :, winners]
     holes = flat_region & ~written
-    return flat.view_as(latent), holes.view(height, width)
+    moved_core = torch.zeros_like(flat_region)
+    if core is not None:
+        moved_core[written] = core.flatten()[winners]
+    return flat.view_as(latent), holes.view(height, width), moved_core.view(height, width)
 
 
-def fill_holes(latent: torch.Tensor, holes: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-    """Every hole takes the nearest non-hole cells to its left, right, above and below (those that
-    exist), weighted by 1 / distance; a hole with none (its whole row and column are holes) takes
-    `fallback`'s value there."""
+def fill_holes(latent: torch.Tensor, holes: torch.Tensor, fallback: torch.Tensor,
+               moved_object: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Every hole takes the nearest filled cells to its left, right, above and below (those that
+    exist), weighted by 1 / distance. Cells of `moved_object` (where a rigid core landed) are looked
+    past where possible: what the object uncovers is background, and filling it from the object
+    would leave a trail. A hole with no filled cell in its row and column takes `fallback`'s value."""
     if not holes.any():
         return latent
     height, width = holes.shape
-    filled = torch.zeros_like(latent)
-    total = torch.zeros((height, width), device=latent.device, dtype=latent.dtype)
+    ys, xs = torch.meshgrid(torch.arange(height, device=latent.device), torch.arange(width, device=latent.device),
+                            indexing="ij")
 
     def nearest(valid: torch.Tensor, axis: int, backwards: bool) -> torch.Tensor:
         """Index along `axis` of the nearest valid cell before each cell (after it when `backwards`); -1: none."""
-        length = valid.shape[axis]
-        index = torch.arange(length, device=valid.device).view([-1 if d == axis else 1 for d in range(2)])
-        index = index.expand_as(valid)
+        index = (ys if axis == 0 else xs)
         if backwards:
+            length = valid.shape[axis]
             flipped = torch.where(valid.flip(axis), index, -1).cummax(dim=axis).values
             return torch.where(flipped >= 0, length - 1 - flipped, -1).flip(axis)
         return torch.where(valid, index, -1).cummax(dim=axis).values
 
-    valid = ~holes
-    ys, xs = torch.meshgrid(torch.arange(height, device=latent.device), torch.arange(width, device=latent.device),
-                            indexing="ij")
-    for axis in (0, 1):
-        for backwards in (False, True):
-            found = nearest(valid, axis, backwards)
-            exists = found >= 0
-            position = ys if axis == 0 else xs
-            distance = (position - found).abs().clamp(min=1).to(latent.dtype)
-            weight = torch.where(exists, 1 / distance, torch.zeros_like(distance))
-            source_y = torch.where(exists, found, 0) if axis == 0 else ys
-            source_x = xs if axis == 0 else torch.where(exists, found, 0)
-            filled += weight * latent[:, :, source_y, source_x]
-            total += weight
-    filled = torch.where(total > 0, filled / total.clamp(min=1e-12), fallback)
+    def from_cells(valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The 1 / distance-weighted mean of the nearest `valid` cells in the four directions, and the weights' sum."""
+        filled = torch.zeros_like(latent)
+        total = torch.zeros((height, width), device=latent.device, dtype=latent.dtype)
+        for axis in (0, 1):
+            for backwards in (False, True):
+                found = nearest(valid, axis, backwards)
+                exists = found >= 0
+                distance = ((ys if axis == 0 else xs) - found).abs().clamp(min=1).to(latent.dtype)
+                weight = torch.where(exists, 1 / distance, torch.zeros_like(distance))
+                source_y = torch.where(exists, found, 0) if axis == 0 else ys
+                source_x = xs if axis == 0 else torch.where(exists, found, 0)
+                filled += weight * latent[:, :, source_y, source_x]
+                total += weight
+        return filled / total.clamp(min=1e-12), total > 0
+
+    filled, found = from_cells(~holes)
+    if moved_object is not None and moved_object.any():
+        background, found_background = from_cells(~holes & ~moved_object)
+        filled = torch.where(found_background, background, filled)
+    filled = torch.where(found, filled, fallback)
     return torch.where(holes, filled, latent)
 
 
@@ -226,8 +239,9 @@ def warp(latent: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, con
     if config.fastdrag_rigid_core and features is not None:
         cores = object_cores(features, handles, region, config.fastdrag_core_similarity)
     moves, share = warp_field(region, handles, targets, cores)
-    moved, holes = move_cells(latent, region, moves, share, config.fastdrag_handle_side_wins)
-    return WarpOutcome(fill_holes(moved, holes, latent), region, moves, cores, holes)
+    moved, holes, moved_core = move_cells(latent, region, moves, share, config.fastdrag_handle_side_wins,
+                                          cores.any(dim=0))
+    return WarpOutcome(fill_holes(moved, holes, latent, moved_core), region, moves, cores, holes)
 
 
 def latent_points(points: Sequence[XY], image_size: Tuple[int, int], latent_size: Tuple[int, int]) -> torch.Tensor:
