@@ -19,6 +19,7 @@ import torch
 
 from dragwidget import DragConfig, DragEditor, DragRequest, fastdrag
 from dragwidget.errors import DragCancelled
+from dragwidget.mutual_self_attention import DenoisingStep, StoredSelfAttentionProcessor, controlled_layers
 from unet_counting import UNetCalls
 
 FASTDRAG = DragConfig(method="fastdrag")
@@ -219,13 +220,14 @@ def test_fastdrag_edits_without_lora_or_optimisation_and_a_redrag_is_warp_denois
                                            config.replace(keep_outside_mask=True)))
     assert np.array_equal(np.asarray(kept.image)[~mask], np.asarray(image)[~mask])
 
-    # the same request again: the prepared image is reused, no inversion; 7 denoising passes of 2 rows + the verdict
+    # the same request again: the prepared image is reused, no inversion; 7 denoising passes of the edit
+    # alone (the original's keys and values come from the inversion's recording) + the verdict
     counter.take()
     again = fastdrag_editor.run(DragRequest(image, [((20, 30), (20, 44))], mask, "a red disc"))
     calls = counter.take()
     counter.handle.remove()
     assert again.reused == {"lora": "memory", "inversion": "memory"}
-    denoising = [(False, 2)] * config.inversion_steps
+    denoising = [(False, 1)] * config.inversion_steps
     assert calls[:len(denoising)] == denoising
     assert calls[len(denoising):] == [(False, config.verdict_ensemble)] * again.verdict.unet_passes
 
@@ -254,3 +256,37 @@ def test_each_method_prepares_with_its_own_settings():
     today = DragConfig(method="gooddrag", gooddrag_inversion_strength=0.7, gooddrag_lora_steps=80,
                        gooddrag_lora_augment=True, gooddrag_round_loss=4.0).for_method()
     assert (today.inversion_steps, today.lora_steps, today.lora_augment) == (35, 80, True)
+
+
+def test_the_edit_is_denoised_alone_reading_the_keys_and_values_its_inversion_recorded(tiny_model, small_config,
+                                                                                       tmp_path, make_image):
+    editor = DragEditor(tiny_model, config=small_config.replace(method="fastdrag"), cache_dir=tmp_path)
+    counter = UNetCalls(tiny_model.unet)
+    result = editor.run(DragRequest(make_image(64, 64, seed=8), PAIR, prompt="a red disc"))
+    calls = counter.take(with_timesteps=True)
+    counter.handle.remove()
+    steps = result.config.inversion_steps
+    # the inversion, the original's features that find the handle's object, the denoising
+    inversion, features, denoising = calls[:steps], calls[steps], calls[steps + 1:2 * steps + 1]
+    assert features[1] == result.config.verdict_ensemble
+    assert all(rows == 1 for _, rows, _ in inversion + denoising)
+    # the denoising runs down the timesteps the inversion ran up: step i reads the recording's last but i
+    assert [t for *_, t in denoising] == [t for *_, t in inversion][::-1]
+    (prepared,) = editor._prepared.values()
+    record = prepared.recorded[(result.config.num_inference_steps, steps)]
+    assert len(record.levels) == steps and all(len(inputs) == steps for inputs in record.attention.values())
+    assert set(record.attention) == set(controlled_layers(tiny_model.unet, result.config))
+
+
+def test_stored_attention_gives_each_denoising_step_the_recording_of_its_timestep():
+    seen = []
+    record = [torch.full((1, 3, 2), float(i)) for i in range(4)]     # recorded at inversion steps 0..3
+    step = DenoisingStep()
+    processor = StoredSelfAttentionProcessor(lambda attn, hidden, keys, *rest: seen.append(keys), record, step, 1)
+    hidden = torch.zeros(2, 3, 2)
+    for index in range(4):
+        step.index = index
+        processor(None, hidden)
+    assert seen[0] is None                                           # before start_step: the layer's own
+    assert [keys[0, 0, 0].item() for keys in seen[1:]] == [2.0, 1.0, 0.0]
+    assert all(keys.shape == hidden.shape for keys in seen[1:])      # every row of the batch reads it

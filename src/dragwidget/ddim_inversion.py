@@ -8,12 +8,24 @@ reconstructs the image, which is what makes an edit of that latent an edit of *t
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from .config import DragConfig
 from .loading import DiffusionModel
+from .mutual_self_attention import recording_self_attention
+
+
+@dataclass
+class InversionRecord:
+    """What one inversion passed through, for FastDrag's consistency-preserving denoising: the
+    latent before each inversion step (`levels[0]` the clean latent) and the inputs of the
+    controlled self-attention layers at each step (their keys and values, before projection)."""
+
+    levels: List[torch.Tensor]
+    attention: Dict[str, List[torch.Tensor]]
 
 
 def ddim_scheduler(model: DiffusionModel, config: DragConfig):
@@ -43,8 +55,10 @@ def invert(
     text_embedding: torch.Tensor,
     config: DragConfig,
     on_step: Optional[Callable[[int, int], None]] = None,
+    levels: Optional[List[torch.Tensor]] = None,
 ) -> torch.Tensor:
-    """Return the latent at the drag timestep whose DDIM denoising gives back `latents`."""
+    """Return the latent at the drag timestep whose DDIM denoising gives back `latents`;
+    `levels`, when given, receives the latent before each step."""
     from diffusers import DDIMInverseScheduler
 
     inverse = DDIMInverseScheduler.from_config(
@@ -56,9 +70,20 @@ def invert(
     # The UNet takes the device's timestep tensors, the scheduler host integers (it indexes host
     # tables with them: a device timestep there would be read back, stalling a GPU every step).
     for step, (timestep, host_timestep) in enumerate(zip(inverse.timesteps[:total], inverse.timesteps[:total].tolist())):
+        if levels is not None:
+            levels.append(latents)
         with model.autocast():
             noise = model.unet(latents, timestep, encoder_hidden_states=text_embedding).sample
         latents = inverse.step(noise.float(), host_timestep, latents).prev_sample
         if on_step is not None:
             on_step(step + 1, total)
     return latents
+
+
+def invert_recording(model: DiffusionModel, latents: torch.Tensor, text_embedding: torch.Tensor, config: DragConfig,
+                     on_step: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, InversionRecord]:
+    """`invert`, keeping what the denoising of an edit of it needs to stay the original's (`InversionRecord`)."""
+    levels: List[torch.Tensor] = []
+    with recording_self_attention(model.unet, config) as attention:
+        inverted = invert(model, latents, text_embedding, config, on_step, levels)
+    return inverted, InversionRecord(levels, attention)

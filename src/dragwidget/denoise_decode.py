@@ -3,21 +3,28 @@
 With mutual self-attention on, the original latent is denoised alongside as the reference
 branch: batch = [original, edited] (each doubled to [unconditional, conditional] under
 classifier-free guidance), and the edited rows read the original rows' keys and values.
-With `keep` (FastDrag's), the edited latent takes the original branch's wherever `keep` is 1 after
-every step, so nothing outside the editable region drifts.
+With `keep`, the edited latent takes the original's wherever `keep` is 1 after every step, so
+nothing outside the editable region drifts.
+
+With `reference` (an `ddim_inversion.InversionRecord`, FastDrag's consistency-preserving way) the
+edited latent is denoised alone: its self-attention reads the keys and values recorded while the
+original was inverted, and `keep` takes the original's latents from the same recording.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
 from .config import DragConfig
 from .encoding import decode_latents
 from .loading import DiffusionModel
-from .mutual_self_attention import mutual_self_attention
+from .mutual_self_attention import mutual_self_attention, stored_self_attention
+
+if TYPE_CHECKING:
+    from .ddim_inversion import InversionRecord
 
 
 def predict_noise(model, latents, timestep, text_embedding, uncond_embedding, guidance_scale):
@@ -46,12 +53,21 @@ def denoise(
     uncond_embedding: Optional[torch.Tensor] = None,
     on_step: Optional[Callable[[int, int], None]] = None,
     keep: Optional[torch.Tensor] = None,
+    reference: Optional["InversionRecord"] = None,
 ) -> torch.Tensor:
     """Run DDIM from timesteps[start_index] to the end; return the edited clean latent."""
     timesteps = scheduler.timesteps[start_index:]
-    with_original = config.mutual_attention or keep is not None
+    if reference is not None and len(reference.levels) != len(timesteps):
+        raise ValueError(f"the recording has {len(reference.levels)} inversion steps; denoising from index "
+                         f"{start_index} takes {len(timesteps)}")
+    with_original = reference is None and (config.mutual_attention or keep is not None)
     latents = torch.cat([original_latent, edited_latent]) if with_original else edited_latent
-    control = mutual_self_attention(model.unet, config) if config.mutual_attention else contextlib.nullcontext()
+    if not config.mutual_attention:
+        control = contextlib.nullcontext()
+    elif reference is not None:
+        control = stored_self_attention(model.unet, config, reference.attention)
+    else:
+        control = mutual_self_attention(model.unet, config)
     with control as denoising_step:
         # device timesteps for the UNet, host integers for the scheduler (see ddim_inversion.invert)
         for index, (timestep, host_timestep) in enumerate(zip(timesteps, timesteps.tolist())):
@@ -60,7 +76,9 @@ def denoise(
             with model.autocast():
                 noise = predict_noise(model, latents, timestep, text_embedding, uncond_embedding, guidance_scale)
             latents = scheduler.step(noise.float(), host_timestep, latents).prev_sample
-            if keep is not None:
+            if keep is not None and reference is not None:
+                latents = torch.lerp(latents, reference.levels[len(timesteps) - 1 - index], keep)
+            elif keep is not None:
                 latents = torch.cat([latents[:1], torch.lerp(latents[1:], latents[:1], keep)])
             if on_step is not None:
                 on_step(index + 1, len(timesteps))

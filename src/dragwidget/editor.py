@@ -34,7 +34,7 @@ from . import fastdrag, lora_cache, lora_finetuning
 from .compositing import keep_original_outside_mask
 from .config import DEFAULT_MODEL, DragConfig
 from .cpu_threads import requested_threads, use_cpu_threads
-from .ddim_inversion import ddim_scheduler, drag_timestep_index, invert
+from .ddim_inversion import InversionRecord, ddim_scheduler, drag_timestep_index, invert, invert_recording
 from .denoise_decode import decode, denoise
 from .encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image
 from .errors import InputError
@@ -70,6 +70,7 @@ class PreparedImage:
     generated: bool = False
     timings: Dict[str, float] = field(default_factory=dict)
     inverted: Dict[Tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    recorded: Dict[Tuple[int, int], InversionRecord] = field(default_factory=dict)  # FastDrag's, by the same key
     dragged: bool = False
     feature_cache: dict = field(default_factory=dict, repr=False)  # feature_maps: the original's features
 
@@ -257,6 +258,7 @@ class DragEditor:
             stage.timings["inversion"] = 0.0
 
         # 2. Where the drag starts: the DDIM schedule, its timestep, and what the mask keeps at latent size.
+        inversion_key = (config.num_inference_steps, config.inversion_steps)
         scheduler = ddim_scheduler(self.model, config)
         start_index = drag_timestep_index(config)
         keep_mask = None
@@ -294,11 +296,13 @@ class DragEditor:
             stage.timings["optimisation_steps_per_second"] = (outcome.steps / stage.timings["optimisation"]
                                                              if stage.timings["optimisation"] else 0.0)
 
-        # 4. Denoise the rest of the way, the original alongside for mutual self-attention.
+        # 4. Denoise the rest of the way, the original alongside for mutual self-attention (FastDrag:
+        #    the edit alone, with the keys and values its inversion recorded).
         with stage("denoise") as steps:
             edited = denoise(self.model, scheduler, resume_index, original, edited, prepared.text_embedding, config,
                              guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
-                             on_step=lambda step, count: report(Progress("denoise", step, count)), keep=keep)
+                             on_step=lambda step, count: report(Progress("denoise", step, count)), keep=keep,
+                             reference=prepared.recorded.get(inversion_key) if config.method == "fastdrag" else None)
             steps.count = config.num_inference_steps - resume_index
         report.check()
 
@@ -479,15 +483,23 @@ class DragEditor:
         self.model.unet._dragwidget_installed_lora = weights
 
     def _inverted_latent(self, prepared: PreparedImage, config: DragConfig, report) -> Tuple[torch.Tensor, bool]:
+        """The prepared image's inverted latent for `config`'s steps (computed once); for FastDrag
+        with its record (`InversionRecord`) beside it in `prepared.recorded`."""
         key = (config.num_inference_steps, config.inversion_steps)
-        if key in prepared.inverted:
+        records = config.method == "fastdrag"
+        if key in prepared.inverted and (key in prepared.recorded or not records):
             report(Progress("inversion", config.inversion_steps, config.inversion_steps, cached=True))
             return prepared.inverted[key], True
         if prepared.generated:
-            raise InputError("a generated image can only be dragged with the step count and strength it was generated with")
+            raise InputError("a generated image can only be dragged with the step count and strength it was generated with"
+                             + (" and by the methods that optimise (FastDrag needs an inversion)" if records else ""))
         started = time.perf_counter()
-        latent = invert(self.model, prepared.clean_latent, prepared.text_embedding, config,
-                        on_step=lambda step, total: report(Progress("inversion", step, total)))
+        on_step = lambda step, total: report(Progress("inversion", step, total))
+        if records:
+            latent, prepared.recorded[key] = invert_recording(self.model, prepared.clean_latent,
+                                                              prepared.text_embedding, config, on_step)
+        else:
+            latent = invert(self.model, prepared.clean_latent, prepared.text_embedding, config, on_step=on_step)
         synchronize(self.model.device)
         prepared.timings["inversion"] = time.perf_counter() - started
         self._record_rate(prepared, "inversion", prepared.timings["inversion"], config.inversion_steps)

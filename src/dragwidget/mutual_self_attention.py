@@ -5,6 +5,10 @@ edited rows]), the chosen self-attention layers let the edited rows attend to th
 values of the original rows, so the edit keeps the original's appearance. Implemented as a
 diffusers attention processor that wraps whatever processor a layer already had (LoRA layers
 live in the projections and keep working); the UNet's own processors are put back afterwards.
+
+FastDrag's variant (`recording_self_attention`, `stored_self_attention`): the same layers'
+inputs are recorded while the image is inverted, and the edited latent, denoised alone, attends
+to the recording of its timestep: no original branch to run beside it.
 """
 
 from __future__ import annotations
@@ -64,6 +68,64 @@ def mutual_self_attention(unet, config: DragConfig):
         name: MutualSelfAttentionProcessor(processor, step, config.mutual_attention_start_step) if name in chosen else processor
         for name, processor in original.items()
     })
+    try:
+        yield step
+    finally:
+        unet.set_attn_processor(original)
+
+
+class RecordingProcessor:
+    """Keeps the input of each self-attention call (what its keys and values are made from)."""
+
+    def __init__(self, base_processor, record: List[torch.Tensor]):
+        self.base_processor = base_processor
+        self.record = record
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if encoder_hidden_states is None:
+            self.record.append(hidden_states.detach())
+        return self.base_processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+
+
+class StoredSelfAttentionProcessor:
+    """Self-attention whose keys and values come from the recording of the same timestep."""
+
+    def __init__(self, base_processor, record: List[torch.Tensor], step: DenoisingStep, start_step: int):
+        self.base_processor = base_processor
+        self.record = record
+        self.step = step
+        self.start_step = start_step
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if encoder_hidden_states is None and self.step.index >= self.start_step:
+            # the recording runs up the schedule, the denoising down it: step i of the denoising is
+            # at the timestep of the recording's last but i
+            recorded = self.record[len(self.record) - 1 - self.step.index]
+            encoder_hidden_states = recorded.expand(hidden_states.shape[0], -1, -1).to(hidden_states.dtype)
+        return self.base_processor(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+
+
+@contextlib.contextmanager
+def recording_self_attention(unet, config: DragConfig):
+    """Record the controlled layers' inputs during the block; yields {layer name: [one per UNet call]}."""
+    original: Dict[str, object] = unet.attn_processors
+    records: Dict[str, List[torch.Tensor]] = {name: [] for name in controlled_layers(unet, config)}
+    unet.set_attn_processor({name: RecordingProcessor(processor, records[name]) if name in records else processor
+                             for name, processor in original.items()})
+    try:
+        yield records
+    finally:
+        unet.set_attn_processor(original)
+
+
+@contextlib.contextmanager
+def stored_self_attention(unet, config: DragConfig, records: Dict[str, List[torch.Tensor]]):
+    """Replay `recording_self_attention`'s records as keys and values; yields the step counter to advance."""
+    original: Dict[str, object] = unet.attn_processors
+    step = DenoisingStep()
+    unet.set_attn_processor({
+        name: StoredSelfAttentionProcessor(processor, records[name], step, config.mutual_attention_start_step)
+        if name in records else processor for name, processor in original.items()})
     try:
         yield step
     finally:
