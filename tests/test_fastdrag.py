@@ -290,3 +290,17 @@ def test_stored_attention_gives_each_denoising_step_the_recording_of_its_timeste
     assert seen[0] is None                                           # before start_step: the layer's own
     assert [keys[0, 0, 0].item() for keys in seen[1:]] == [2.0, 1.0, 0.0]
     assert all(keys.shape == hidden.shape for keys in seen[1:])      # every row of the batch reads it
+
+
+def test_fastdrag_previews_its_denoising_for_the_gif(fastdrag_editor, make_image):
+    events = []
+    config = fastdrag_editor.config.replace(preview_every=3)
+    fastdrag_editor.run(DragRequest(make_image(64, 64, seed=9), PAIR, prompt="a red disc", config=config),
+                        progress=events.append)
+    frames = [e for e in events if e.preview is not None]
+    steps = config.for_method().inversion_steps
+    assert [e.step for e in frames] == [s for s in range(1, steps + 1) if s % 3 == 0 or s == steps]
+    assert all(e.stage == "denoise" and e.preview.size == (64, 64) and e.handles for e in frames)
+    quiet = []
+    fastdrag_editor.run(DragRequest(make_image(64, 64, seed=9), PAIR, prompt="a red disc"), progress=quiet.append)
+    assert not any(e.preview is not None for e in quiet)       # no previews asked for, no decodes

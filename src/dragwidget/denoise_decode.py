@@ -54,8 +54,10 @@ def denoise(
     on_step: Optional[Callable[[int, int], None]] = None,
     keep: Optional[torch.Tensor] = None,
     reference: Optional["InversionRecord"] = None,
+    on_clean: Optional[Callable[[int, int, torch.Tensor], None]] = None,
 ) -> torch.Tensor:
-    """Run DDIM from timesteps[start_index] to the end; return the edited clean latent."""
+    """Run DDIM from timesteps[start_index] to the end; return the edited clean latent.
+    `on_clean(step, count, clean)` sees the edit's predicted clean latent after each step (previews)."""
     timesteps = scheduler.timesteps[start_index:]
     if reference is not None and len(reference.levels) != len(timesteps):
         raise ValueError(f"the recording has {len(reference.levels)} inversion steps; denoising from index "
@@ -75,7 +77,10 @@ def denoise(
                 denoising_step.index = index
             with model.autocast():
                 noise = predict_noise(model, latents, timestep, text_embedding, uncond_embedding, guidance_scale)
-            latents = scheduler.step(noise.float(), host_timestep, latents).prev_sample
+            stepped = scheduler.step(noise.float(), host_timestep, latents)
+            latents = stepped.prev_sample
+            if on_clean is not None:
+                on_clean(index + 1, len(timesteps), stepped.pred_original_sample[-1:])
             if keep is not None and reference is not None:
                 latents = torch.lerp(latents, reference.levels[len(timesteps) - 1 - index], keep)
             elif keep is not None:

@@ -276,6 +276,13 @@ class DragEditor:
         if config.method == "fastdrag":
             outcome, keep = self._warp(prepared, request, latent, config, stage, report)
             original, edited, resume_index = latent, outcome.latent, start_index
+            arrived = [outcome.to_image(h) for h in outcome.handles]
+
+            def on_denoised(step, count, clean):
+                # FastDrag's frames: the warped picture taking shape, step by step
+                if step % config.preview_every == 0 or step == count:
+                    report(Progress("denoise", step, count, handles=arrived,
+                                    preview=tensor_to_image(decode(self.model, clean))))
         else:
             total = config.max_drag_steps if config.method == "dragdiffusion" else most_trackings(config)
             report(Progress("drag", 0, total, handles=[grid.to_image(h) for h in handles]))
@@ -302,7 +309,8 @@ class DragEditor:
             edited = denoise(self.model, scheduler, resume_index, original, edited, prepared.text_embedding, config,
                              guidance_scale=prepared.guidance_scale, uncond_embedding=prepared.uncond_embedding,
                              on_step=lambda step, count: report(Progress("denoise", step, count)), keep=keep,
-                             reference=prepared.recorded.get(inversion_key) if config.method == "fastdrag" else None)
+                             reference=prepared.recorded.get(inversion_key) if config.method == "fastdrag" else None,
+                             on_clean=on_denoised if config.method == "fastdrag" and config.preview_every else None)
             steps.count = config.num_inference_steps - resume_index
         report.check()
 

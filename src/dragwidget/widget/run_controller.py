@@ -192,13 +192,14 @@ class RunController(traitlets.HasTraits):
         elif event.stage in ("lora", "inversion", "drag", "denoise", "generate") and not event.cached:
             self.status = f"{STAGES[event.stage].lower()} {event.step}/{event.total}" + (
                 f" ({event.message})" if event.message else "")
-        if event.stage == "drag" and event.handles is not None:
+        # the drag's frames; FastDrag's come while it denoises its one warp
+        if event.stage in ("drag", "denoise") and event.handles is not None:
             tracked = [tuple(h) for h in event.handles]
             if event.step == 0:
                 self.frames.append((image, tracked))
             if event.preview is not None:
                 self.frames.append((event.preview, tracked))
-                self.results.show_preview(image, event.preview, f"<small>drag step {event.step}</small>")
+                self.results.show_preview(image, event.preview, f"<small>{event.stage} step {event.step}</small>")
             self.canvas.tracked = tracked
 
     def _finish_run(self, result: DragResult, image, points, options: RunOptions) -> None:
