@@ -108,7 +108,7 @@ def test_best_match_of_a_dragged_object_lands_on_it():
 
     torch.manual_seed(0)
     editor = DragEditor("toy", device="cpu")
-    config = editor.config.replace(lora_steps=0)
+    config = editor.config.replace_for_method(method="gooddrag", lora_steps=0)   # a drag that reads 50 steps
     tried = []
     for case in [c for c in make_cases(12, seed=0) if len(c.pairs) == 1][:8]:
         pair = case.pairs[0]

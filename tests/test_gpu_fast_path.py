@@ -56,8 +56,9 @@ def test_tracking_finds_what_a_window_scan_finds_at_borders_and_ties():
 @pytest.fixture(scope="module")
 def prepared_drag(tiny_model_dir, tmp_path_factory):
     model = load_model(tiny_model_dir, device="cpu")
-    config = DragConfig().replace_for_method(num_inference_steps=10, lora_steps=0, working_width=64, max_drag_steps=12,
-                                             reach_threshold=1.5, preview_every=2)
+    # the paper's optimisation, called directly below
+    config = DragConfig(method="dragdiffusion", num_inference_steps=10, lora_steps=0, working_width=64,
+                        max_drag_steps=12, reach_threshold=1.5, preview_every=2)
     editor = DragEditor(model, config=config, cache_dir=tmp_path_factory.mktemp("lag_cache"))
     picture = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     prepared = editor.prepare(picture, "a red disc")

@@ -234,7 +234,7 @@ def test_model_defaults_without_loading(tmp_path):
     folder = tmp_path / "m"
     for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         (folder / part).mkdir(parents=True)
-    (folder / "dragwidget_settings.json").write_text(json.dumps({"lora_steps": 11, "max_drag_steps": 9}))
+    (folder / "dragwidget_settings.json").write_text(json.dumps({"gooddrag_lora_steps": 11, "max_drag_steps": 9}))
     widget = Widget(picture(), model=str(folder))
     assert (widget.lora_steps, widget.drag_steps, widget.editor) == (11, 9, None)
 
@@ -539,7 +539,7 @@ def test_status_says_the_first_run_trains_a_lora_and_how_long_it_takes():
                              "the whole run by the model's own figures; measured here after this run)")
     editor.next_plan = RunPlan(needs_lora=True, lora_steps=10, steps={"lora": 10}, expected_seconds=None)
     widget.lora_steps = 10
-    assert editor.plans[-1].config.lora_steps == 10 and "(10 steps; no time measured yet" in widget.status
+    assert editor.plans[-1].config.for_method().lora_steps == 10 and "(10 steps; no time measured yet" in widget.status
     editor.next_plan = RunPlan(needs_lora=False, lora_steps=0, steps={}, expected_seconds=None)
     widget.status = ""
     widget.image = picture(seed=3)                                  # LoRA in memory or on disk: nothing said
