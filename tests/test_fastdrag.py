@@ -103,17 +103,21 @@ def square_features(height, width, box):
     return features
 
 
-def test_the_rigid_core_moves_the_whole_object_by_the_whole_drag():
+@pytest.mark.parametrize("drag, shift", [(6.0, 6), (5.5, 6), (4.5, 5)])
+def test_the_rigid_core_moves_the_whole_object_by_the_whole_drag(drag, shift):
     latent = numbered_latent(20, 20)
     editable = region_box(20, 20, 1, 1, 18, 18)
     box = (4, 8, 7, 11)                                     # a 4x4 object, grabbed at its centre
     features = square_features(20, 20, box)
-    handle, target = torch.tensor([[5.5, 9.5]]), torch.tensor([[11.5, 9.5]])    # 6 cells right
+    handle, target = torch.tensor([[5.5, 9.5]]), torch.tensor([[5.5 + drag, 9.5]])
     rigid = fastdrag.warp(latent, handle, target, FASTDRAG, editable, features)
     x0, y0, x1, y1 = box
     assert rigid.cores[0].sum() == 16 and rigid.cores[0, y0:y1 + 1, x0:x1 + 1].all()
-    # every cell of the object arrived 6 cells right, unchanged
-    assert torch.equal(rigid.latent[..., y0:y1 + 1, x0 + 6:x1 + 7], latent[..., y0:y1 + 1, x0:x1 + 1])
+    # every cell of the object arrived the drag (half cells rounded up) to the right, unchanged and
+    # in one piece: rounding half to even would send its columns to every other column
+    assert torch.equal(rigid.latent[..., y0:y1 + 1, x0 + shift:x1 + shift + 1], latent[..., y0:y1 + 1, x0:x1 + 1])
+    if drag != 6.0:
+        return
     # without the core (FastDrag's elastic field) the object's far side lags behind: it stretches
     elastic = fastdrag.warp(latent, handle, target, FASTDRAG.replace(fastdrag_rigid_core=False), editable, features)
     assert not elastic.cores.any()

@@ -9,6 +9,8 @@ ablations are about what a *trained* model does. Select them with `pytest -m not
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -44,11 +46,11 @@ def execute(name: str, tmp_path: Path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     text += "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
     pictures = [o for o in outputs if "image/png" in o.get("data", {})]
-    return re.sub(r"\x1b\[[0-9;]*m", "", text), pictures, outputs
+    return re.sub(r"\x1b\[[0-9;]*m", "", text), pictures, outputs, notebook
 
 
 def test_tutorial_runs_top_to_bottom(tmp_path, monkeypatch):
-    text, pictures, _ = execute("tutorial.ipynb", tmp_path, monkeypatch)
+    text, pictures, _, notebook = execute("tutorial.ipynb", tmp_path, monkeypatch)
     for section in ("model 'toy'", "LoRA: trained", "mean error (px) at the drag's step, per block",
                     "reached:", "mutual self-attention:", "reconstruction PSNR", "20 cases of seed 1"):
         assert section in text, f"missing output of a section: {section!r}"
@@ -62,11 +64,40 @@ def test_tutorial_runs_top_to_bottom(tmp_path, monkeypatch):
     for method in ("DragDiffusion (paper)", "GoodDrag"):
         assert re.search(rf"{re.escape(method)} +\d+ Adam steps.*reused {{'lora': 'memory', 'inversion': 'memory'}}", text), method
     assert len(re.findall(r"verdict: (reached|not reached) \(", text)) == 2
-    assert len(pictures) >= 13, "figures are missing"
+    assert_three_methods(text, notebook)
+    assert len(pictures) >= 15, "figures are missing"
+
+
+def assert_three_methods(text, notebook):
+    """Section 10: FastDrag's warp field drawn, and the three methods' times and verdicts in one table."""
+    cells, core, holes = map(int, re.search(
+        r"warp field: (\d+) editable cells of \d+x\d+, (\d+) in the rigid core, (\d+) holes", text).groups())
+    assert 0 < core <= cells and holes < cells
+    arrow, drag = map(json.loads, re.search(r"the arrow at the handle's cell: (\[.*?\]) px; the drag: (\[.*?\]) px",
+                                            text).groups())
+    # the grabbed cell is sent (about) the whole drag: arrows in latent cells, or scaled wrong, would not be
+    assert math.dist(arrow, drag) <= 0.25 * math.hypot(*drag), (arrow, drag)
+    warp_cell = next(cell for cell in notebook.cells if cell.cell_type == "code" and ".quiver(" in cell.source)
+    assert any("image/png" in o.get("data", {}) for o in warp_cell.outputs), "the warp field was not drawn"
+
+    stages = re.search(r"^seconds +(.+?) +total +verdict$", text, re.M).group(1).split()
+    assert "lora" not in stages
+    times = {}
+    for method in ("DragDiffusion (paper)", "GoodDrag", "FastDrag"):
+        row = re.search(rf"^{re.escape(method)} +((?:(?:\d+\.\d\d|-) +){{{len(stages)}}})(\d+\.\d\d) +"
+                        r"(reached|not reached): \w", text, re.M)
+        assert row, f"no times and verdict for {method}"
+        times[method] = dict(zip(stages, row.group(1).split()))
+        assert abs(float(row.group(2)) - sum(float(t) for t in times[method].values() if t != "-")) < 0.05, method
+    # each ran its own drag stage: FastDrag warped, the other two optimised, and the warp was the quicker
+    assert times["FastDrag"]["optimisation"] == "-" and times["FastDrag"]["warp"] != "-"
+    for method in ("DragDiffusion (paper)", "GoodDrag"):
+        assert times[method]["warp"] == "-"
+        assert float(times["FastDrag"]["warp"]) < float(times[method]["optimisation"]), method
 
 
 def test_feature_explorer_runs_top_to_bottom(tmp_path, monkeypatch):
-    text, pictures, outputs = execute("feature_explorer.ipynb", tmp_path, monkeypatch)
+    text, pictures, outputs, _ = execute("feature_explorer.ipynb", tmp_path, monkeypatch)
     assert "embedded 'toy' model" in text or "'toy'" in text
     assert "best match in the edited picture" in text
     # the drag's own block and step as the figure frames them, and whether the drag got there

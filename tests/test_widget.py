@@ -305,6 +305,18 @@ def test_run_on_tiny_model_in_a_thread(editor, tmp_path):
     assert np.array_equal(np.asarray(widget.image), np.asarray(widget.result.image)) and widget.points == []
 
 
+def test_a_fastdrag_run_says_it_warped_once_and_trained_no_lora(editor):
+    widget = Widget(picture(64, 64, seed=2), editor=editor, prompt="a red disc", show_features=False)
+    widget.method = "fastdrag"
+    widget.points = [{"handle": [20, 30], "target": [28, 30]}]
+    widget.run(wait=True)
+    caption = widget.results.info.value
+    assert "one warp of the latent" in caption and "drag steps" not in caption and "point tracking" not in caption
+    assert "LoRA: none, inversion: computed" in widget.status
+    widget.run(wait=True)
+    assert "(inversion reused from the previous run on this image)" in widget.status
+
+
 def test_show_features_off_computes_no_feature_maps(editor, monkeypatch):
     calls = []
     monkeypatch.setattr(editor, "feature_maps", lambda *args, **kwargs: calls.append(args))

@@ -14,7 +14,7 @@ and values, `denoise_decode.denoise`) turns the moved latent into a picture. On 
    handle, nothing at the circle. Several pairs: the moves weighted by 1 / |C - A|. Not in FastDrag:
    the cells of the handle's object (`object_cores`) move the whole drag, rigidly; the elastic
    stretch only applies outside them (FastDrag alone stretches objects toward the target);
-3. the move (`move_cells`): each cell's latent is written at round(C + move) when that lies in the
+3. the move (`move_cells`): each cell's latent is written at C + move, rounded half up, when that lies in the
    region (nothing is written outside it). Where several land on one cell, the one that moves the
    larger share of its drag wins (the handle's side), or FastDrag's first in raster order;
 4. the holes (`fill_holes`): every region cell nothing landed on takes the nearest written (or
@@ -85,7 +85,7 @@ def object_cores(features: torch.Tensor, handles: torch.Tensor, region: torch.Te
         similar = F.cosine_similarity(features[0, :, fy, fx][:, None, None], cells[0], dim=0) > similarity
         similar &= region
         seed = torch.zeros_like(region)
-        cx, cy = min(max(round(hx), 0), width - 1), min(max(round(hy), 0), height - 1)
+        cx, cy = min(max(int(hx + 0.5), 0), width - 1), min(max(int(hy + 0.5), 0), height - 1)
         seed[cy, cx] = bool(region[cy, cx])
         cores.append(connected_to(seed, similar | seed))
     return torch.stack(cores)
@@ -145,14 +145,16 @@ def move_cells(latent: torch.Tensor, region: torch.Tensor, moves: torch.Tensor, 
                handle_side_wins: bool, core: Optional[torch.Tensor] = None
                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(moved latent, holes, moved core): the region cleared (holes hold zeros), then every region
-    cell's latent written at round(cell + move) where that is a region cell; outside the region the
+    cell's latent written at cell + move (rounded half up) where that is a region cell; outside the region the
     latent stays. The moved core marks the cells where a cell of `core` (hxw bool) was written."""
     height, width = region.shape
     flat_region = region.flatten()
     sources = flat_region.nonzero(as_tuple=True)[0]                         # raster order
     xs, ys = sources % width, sources // width
-    to_x = (xs + moves[..., 0].flatten()[sources]).round().long()
-    to_y = (ys + moves[..., 1].flatten()[sources]).round().long()
+    # half-cells round up, never to even: torch.round's banker's rounding would send the cells of a
+    # rigid core moved by n + 0.5 to alternate columns, tearing the object into stripes
+    to_x = (xs + moves[..., 0].flatten()[sources] + 0.5).floor().long()
+    to_y = (ys + moves[..., 1].flatten()[sources] + 0.5).floor().long()
     inside = (to_x >= 0) & (to_x < width) & (to_y >= 0) & (to_y < height)
     sources, to_x, to_y = sources[inside], to_x[inside], to_y[inside]
     destinations = to_y * width + to_x

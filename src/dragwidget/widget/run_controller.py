@@ -206,17 +206,17 @@ class RunController(traitlets.HasTraits):
         seconds = time.perf_counter() - self._started
         self.frames.append((result.image, result.handles))
         gif = drawing.drag_gif(self.frames, points, image.size) if options.preview_every > 0 else b""
-        reused = result.reused or {}
-        if reused.get("lora") == "memory" and reused.get("inversion") == "memory":
-            reuse = "LoRA and inversion reused from the previous run on this image"
+        reuse = _what_was_reused(result)
+        handles = [tuple(round(v, 1) for v in h) for h in result.handles]
+        if result.config.method == "fastdrag":   # one warp: no drag steps, no point tracking
+            how, finished = f"one warp of the latent, which sent the handles to {handles}", "one warp"
         else:
-            reuse = f"LoRA: {reused.get('lora', '?')}, inversion: {reused.get('inversion', '?')}"
-        self.progress.finish("drag", f"{result.steps} drag steps")
+            how, finished = f"{result.steps} drag steps; point tracking ended at {handles}", f"{result.steps} drag steps"
+        self.progress.finish("drag", finished)
         self.status = f"done in {seconds:.1f} s: {result.says} ({reuse})"
         self.results.show_result(image, result.image, gif, (
             f"<small>{'reached' if result.reached else 'not reached'}: {html.escape(result.says)}; "
-            f"{result.steps} drag steps; point tracking ended at "
-            f"{[tuple(round(v, 1) for v in h) for h in result.handles]}; {html.escape(reuse)}</small>"))
+            f"{html.escape(how)}; {html.escape(reuse)}</small>"))
         self.result = result
 
     def _compute_features(self, editor: DragEditor, result: DragResult, options: RunOptions,
@@ -307,3 +307,13 @@ class RunController(traitlets.HasTraits):
         if wait:
             self.wait()
         return None
+
+
+def _what_was_reused(result: DragResult) -> str:
+    """The run's preparation in words: what came from memory or a cache, what was computed."""
+    reused = result.reused or {}
+    lora = "none" if result.config.lora_steps == 0 else reused.get("lora", "?")
+    inversion = reused.get("inversion", "?")
+    if inversion == "memory" and lora in ("memory", "none"):
+        return ("LoRA and inversion" if lora == "memory" else "inversion") + " reused from the previous run on this image"
+    return f"LoRA: {lora}, inversion: {inversion}"
