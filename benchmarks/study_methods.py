@@ -8,7 +8,9 @@ One row per method x family x seed: the drags that worked (the object arrived an
 IoU of the moved silhouette >= 0.5), those that arrived by position alone, mean IoU, mean relative
 distance, objects lost and seconds per edit (LoRA training included where a method trains one and
 its LoRA was not yet in the disk cache: the methods run in the order given, so a later method that
-uses the same LoRA settings finds it there; `--fresh-cache` gives each method a cache of its own).
+uses the same LoRA settings finds it there; `--fresh-cache` gives each method a cache of its own),
+and how the verdict agreed: among the drags that worked, how many it said reached, and among
+those that failed (by position or shape), how many it wrongly said reached.
 Each method runs with the model's own settings (its `dragwidget_settings.json`), `--set` on top.
 """
 
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     base = editor.config.replace_for_method(**settings_changes(args, {}))
     rows = []
     print(f"{'method':14s} {'family':7s} {'seed':>5s} {'worked':>7s} {'arrived':>8s} {'IoU':>6s} {'rel':>6s} "
-          f"{'lost':>6s} {'s/edit':>7s}", flush=True)
+          f"{'lost':>6s} {'s/edit':>7s}  verdict: reached|worked reached|failed", flush=True)
     for family, seed, count in plan:
         cases = make_cases(count, seed=seed, family=family)
         for method in methods:
@@ -61,7 +63,9 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{method:14s} {family:7s} {seed:>5d} {row['worked']:>3d}/{row['cases']:<3d} "
                   f"{row['arrived']:>4d}/{row['cases']:<3d} {row['iou']:6.3f} {row['relative_distance']:6.3f} "
-                  f"{row['lost_objects']:>2d}/{row['dragged_objects']:<3d} {row['seconds']:7.2f}", flush=True)
+                  f"{row['lost_objects']:>2d}/{row['dragged_objects']:<3d} {row['seconds']:7.2f}  "
+                  f"{row['said_reached_worked']:>8d}/{row['worked']:<6d} "
+                  f"{row['said_reached_failed']:>7d}/{row['cases'] - row['worked']:<3d}", flush=True)
     if args.out:
         args.out.write_text(json.dumps({"model": args.model, "config": base.to_dict(), "rows": rows}, indent=2))
     return 0

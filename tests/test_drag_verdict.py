@@ -35,9 +35,62 @@ def test_an_object_at_its_target_is_reached_and_one_left_in_place_is_not_moved(t
     for case in cases:
         moved = verdict_on(toy, case, render(case.expected_scene))   # the exact answer
         assert moved.reached, (case.name, moved.describe())
-        assert "moved to" in moved.describe() and "appearance kept" in moved.describe()
+        assert moved.describe().startswith("reached, shape kept: the grabbed region is")
         unchanged = verdict_on(toy, case, case.image)
         assert not unchanged.reached and unchanged.describe().startswith("not moved"), (case.name, unchanged.describe())
+
+
+GROUND, DISC = (70, 110, 190), (235, 200, 40)     # colours outside the toy's scene palette
+CENTRE, RADIUS, DRAG = (22.0, 30.0), 9.0, (18.0, 4.0)
+
+
+def drawn(*shapes) -> Image.Image:
+    """A 64-px picture drawn here: ellipses (cx, cy, rx, ry), optionally cut by a vertical gap
+    (the cells with |x - cx| < gap / 2 left as ground), on a plain ground."""
+    ys, xs = np.mgrid[0:64, 0:64] + 0.5
+    picture = np.empty((64, 64, 3), np.uint8)
+    picture[:] = GROUND
+    for cx, cy, rx, ry, gap in shapes:
+        inside = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1
+        picture[inside & (np.abs(xs - cx) >= gap / 2)] = DISC
+    return Image.fromarray(picture)
+
+
+def judged(toy, result: Image.Image):
+    original = drawn((*CENTRE, RADIUS, RADIUS, 0))
+    handle = (CENTRE[0] - 3, CENTRE[1] + 2)            # not the centre: the user grabs the object somewhere
+    pairs = normalise_points([(handle, (handle[0] + DRAG[0], handle[1] + DRAG[1]))], 64, 64)
+    (pair,) = judge(toy, original, result, pairs, "a yellow disc", DragEditor(toy).config)[0].pairs
+    return pair
+
+
+def test_each_category_on_pictures_whose_truth_is_known_by_construction(toy):
+    tx, ty = CENTRE[0] + DRAG[0], CENTRE[1] + DRAG[1]
+    truths = {
+        "reached, shape kept": drawn((tx, ty, RADIUS, RADIUS, 0)),                   # the original shifted exactly
+        "reached, but deformed": drawn((tx, ty, RADIUS / 2, RADIUS / 2, 0)),        # shifted, squashed to half
+        "split": drawn((tx, ty, RADIUS, RADIUS, 8)),                                  # shifted, split in two pieces
+        "not moved": drawn((*CENTRE, RADIUS, RADIUS, 0)),
+        "lost": drawn(),                                                              # erased
+    }
+    said = {truth: judged(toy, picture) for truth, picture in truths.items()}
+    assert said["reached, shape kept"].reached
+    assert said["reached, shape kept"].region.arrived_share >= 0.9 and said["reached, shape kept"].region_distance <= 2
+    squashed = said["reached, but deformed"]
+    assert squashed.category == "reached, but deformed" and not squashed.reached
+    assert squashed.describe().startswith("reached, but deformed: ") and "% of the region arrived" in squashed.describe()
+    assert squashed.region.arrived_share < said["reached, shape kept"].region.arrived_share - 0.3
+    split = said["split"]
+    assert split.category == "reached, but deformed" and split.region.arrived_share < 0.7
+    assert said["not moved"].category == "not moved" and said["not moved"].region.offset == pytest.approx((0, 0), abs=0.5)
+    assert said["lost"].category == "lost" and said["lost"].describe().startswith("lost: ")
+
+
+def test_an_object_moved_part_of_the_way_says_how_far(toy):
+    tx, ty = CENTRE[0] + DRAG[0] / 2, CENTRE[1] + DRAG[1] / 2
+    pair = judged(toy, drawn((tx, ty, RADIUS, RADIUS, 0)))
+    assert pair.category == "moved part of the way" and not pair.reached
+    assert 0.35 <= pair.progress <= 0.65 and pair.describe().startswith(f"moved part of the way ({100 * pair.progress:.0f} %)")
 
 
 def test_an_object_that_arrives_in_another_colour_is_lost(toy, cases):
@@ -95,4 +148,5 @@ def test_content_is_located_on_a_bounded_grid_and_found_in_image_pixels(tiny_mod
     verdict, _ = judge(tiny_model, picture, picture, normalise_points([((100, 60), (300, 60))], 512, 256), "", config)
     (pair,) = verdict.pairs
     # an unchanged picture: its content is where it was, to the grid's 4-px steps
-    assert abs(pair.found[0] - 100) <= 4 and abs(pair.found[1] - 60) <= 4 and not pair.moved
+    assert abs(pair.found[0] - 100) <= 4 and abs(pair.found[1] - 60) <= 4 and pair.category == "not moved"
+    assert pair.region.offset == pytest.approx((0.0, 0.0), abs=0.5) and pair.region_distance == pytest.approx(200, abs=1)

@@ -49,7 +49,7 @@ def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch, tiny_model_dir):
     assert not [o for o in outputs if o.output_type == "error"]
     assert ("embedded 'toy' model" in text) if model == "toy" else ("DRAGWIDGET_MODEL" in text)
     assert re.search(r"(fastdrag, one warp of the latent|(gooddrag|dragdiffusion), \d+ drag steps); "
-                     r"(reached|NOT reached): ", text)
+                     r"(reached, shape kept|reached, but deformed|moved part of the way|not moved|lost)", text)
     widget_views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widget_views, "the widget was not displayed"
     assert any("image/png" in o.get("data", {}) for o in outputs), "the result was not shown"

@@ -97,7 +97,7 @@ def edit(args) -> int:
                                       "prompt": args.prompt, **result.report()}, indent=2))
         print(f"wrote {report}")
     # last, so that it is what a user reads: what the picture shows, not what the tracker believed
-    print(f"{'reached' if result.reached else 'NOT reached'}: {result.says}")
+    print(result.says)   # the verdict's category first: "reached, shape kept: ...", "lost: ..."
     return 0
 
 

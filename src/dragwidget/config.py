@@ -109,14 +109,23 @@ class DragConfig:
     fastdrag_core_similarity: float = 0.6
     fastdrag_handle_side_wins: bool = True
 
-    # The verdict (not in the reference): a pair is reached when the result shows its content within
-    # verdict_tolerance x the drag length (at least verdict_min_pixels) of the target, with its
-    # patch differing by at most verdict_appearance_error grey levels; content located with DIFT
-    # features of verdict_ensemble noise draws. Chosen on ShapesBench (the toy's model card).
-    verdict_tolerance: float = 0.3
+    # The verdict (not in the reference; `drag_verdict`), read from the result with DIFT features of
+    # verdict_ensemble noise draws. The handle's region (cells more than verdict_region_similarity
+    # cosine-similar to the handle's feature, connected to it) is looked for in the result: it
+    # arrived when its centre or its best fit there lies within verdict_tolerance x the drag length
+    # (at least verdict_min_pixels) of the target; it kept its shape when its centre did, its best
+    # fit is that close to the centre, at least verdict_shape_kept of its cells are at least
+    # verdict_cell_similarity similar at their moved places, and the patch at the handle's best match differs by at most verdict_appearance_error
+    # grey levels; it is lost when it fits nowhere better than verdict_lost_fit. Chosen on
+    # ShapesBench's tuning seeds against its shape-aware ground truth (the toy's model card).
+    verdict_tolerance: float = 0.25
     verdict_min_pixels: float = 2.0
     verdict_appearance_error: float = 35.0
     verdict_ensemble: int = 4
+    verdict_region_similarity: float = 0.9
+    verdict_cell_similarity: float = 0.9
+    verdict_shape_kept: float = 0.8
+    verdict_lost_fit: float = 0.5
 
     # Mutual self-attention. Reference: on, from denoising step 0, transformer blocks 10..15 of 16.
     mutual_attention: bool = True
@@ -225,7 +234,8 @@ RANGES = {
     "fastdrag_inference_steps": AT_LEAST_1, "fastdrag_inversion_strength": FRACTION, "fastdrag_lora_steps": AT_LEAST_0,
     "fastdrag_core_similarity": Range(-1, 1),
     "verdict_tolerance": POSITIVE, "verdict_min_pixels": AT_LEAST_0, "verdict_appearance_error": POSITIVE,
-    "verdict_ensemble": AT_LEAST_1,
+    "verdict_ensemble": AT_LEAST_1, "verdict_region_similarity": Range(-1, 1), "verdict_cell_similarity": Range(-1, 1),
+    "verdict_shape_kept": FRACTION, "verdict_lost_fit": Range(-1, 1),
 }
 METHODS = ("dragdiffusion", "gooddrag", "fastdrag")
 CHOICES = {"method": METHODS}

@@ -98,7 +98,8 @@ class DragResult:
 
     @property
     def says(self) -> str:
-        """The verdict in words, e.g. "moved to 1.5 px of the target, appearance kept"."""
+        """The verdict in words, its category first, e.g. "reached, shape kept: the grabbed region
+        is 1.0 px from the target, 96 % of it in place"."""
         return self.verdict.describe()
 
     def report(self) -> dict:

@@ -215,7 +215,7 @@ class RunController(traitlets.HasTraits):
         self.progress.finish("drag", finished)
         self.status = f"done in {seconds:.1f} s: {result.says} ({reuse})"
         self.results.show_result(image, result.image, gif, (
-            f"<small>{'reached' if result.reached else 'not reached'}: {html.escape(result.says)}; "
+            f"<small>{html.escape(result.says)}; "
             f"{html.escape(how)}; {html.escape(reuse)}</small>"))
         self.result = result
 
