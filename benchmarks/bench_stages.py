@@ -306,8 +306,12 @@ def time_method(model, config: DragConfig, width: int, height: int, repeats: int
     def floor(stage: str, kind: str = "first edit") -> float:
         """The UNet work of the stage's passes (counted in the first run), each timed alone."""
         counted = rows[0][kind]["passes"].get(PASS_STAGES.get(stage, stage), {"with_grad": 0, "without": 0})
+        if not counted["with_grad"] and not counted["without"]:
+            return 0.0          # e.g. FastDrag's LoRA stage: no LoRA, so no LoRA pass was timed either
         with_grad = pass_seconds["lora" if stage == "lora" else "optimisation"]
-        without = pass_seconds["denoise" if stage == "denoise" else "inversion"]
+        # FastDrag denoises the edit alone (batch 1, the original's keys and values recorded)
+        batch_two = stage == "denoise" and config.method != "fastdrag"
+        without = pass_seconds["denoise" if batch_two else "inversion"]
         return counted["with_grad"] * with_grad + counted["without"] * without
 
     memory_kind = "CUDA max_memory_allocated" if model.device.type == "cuda" else "peak RSS (maxrss, cumulative)"
