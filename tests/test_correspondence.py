@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dragwidget.widget.correspondence import CorrespondenceExplorer, best_match, similarity_map
+from dragwidget.locating import best_match, similarity_map
+from dragwidget.widget.correspondence import CorrespondenceExplorer
 from dragwidget.feature_maps import FeatureMaps, FeatureRequest, fit_pca_basis
 from dragwidget.loading import embedded_model_path
 

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from dragwidget import DragEditor, DragRequest, latent_optimization
-from dragwidget.drag_verdict import appearance_error, find_content, judge
+from dragwidget.drag_verdict import appearance_error, judge
+from dragwidget.locating import best_match
 from dragwidget.image_input import normalise_points
 from dragwidget.toy.shapes import OBJECT_COLORS, render
 from dragwidget.toy.shapes_bench import make_cases
@@ -104,12 +105,12 @@ def test_an_object_that_arrives_in_another_colour_is_lost(toy, cases):
         assert not verdict.reached and verdict.describe().startswith("lost"), (case.name, verdict.describe())
 
 
-def test_find_content_and_appearance_error_on_known_maps():
+def test_best_match_and_appearance_error_on_known_maps():
     source = torch.zeros(1, 3, 8, 8)
     source[0, :, 2, 3] = torch.tensor([1.0, 0.0, 0.0])
     result = torch.full((1, 3, 8, 8), 0.1)
     result[0, :, 5, 6] = torch.tensor([1.0, 0.0, 0.0])
-    assert find_content(source, result, (3, 2)) == (6.0, 5.0)
+    assert best_match(source[0], result[0], (3, 2)).best == (6, 5)
     picture = np.zeros((8, 8, 3), dtype=np.uint8)
     picture[1:4, 2:5] = 200
     shifted = np.roll(picture, (3, 3), axis=(0, 1))
@@ -130,7 +131,7 @@ def test_the_result_says_what_the_picture_shows_not_what_the_tracker_believed(ed
 
 
 def test_content_is_located_on_a_bounded_grid_and_found_in_image_pixels(tiny_model):
-    from dragwidget.drag_verdict import content_features
+    from dragwidget.locating import content_features
 
     picture = Image.fromarray((np.random.default_rng(0).random((256, 512, 3)) * 255).astype(np.uint8))
     config = DragEditor(tiny_model).config

@@ -48,20 +48,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .config import DragConfig
-from .dragbench.dift import dift_features
-from .encoding import image_to_tensor
 from .fastdrag import connected_to, object_cores   # "what the user grabbed": as FastDrag's rigid core
-from .image_input import PointPair, working_size
+from .image_input import PointPair
 from .loading import DiffusionModel
+from .locating import best_match, content_features
 
 XY = Tuple[float, float]
-LOCATING_TIMESTEP = 261     # DIFT's
-LOCATING_BLOCK = 1          # DIFT's, for Stable Diffusion
-LOCATING_SEED = 42
-# Content is located on a grid of at most this many pixels on its longest side (the toy's 64-px
-# pictures at full size, a 512-px picture in 4-px steps): Stable Diffusion's 1280-channel block-1
-# map upsampled to 512x512 would be 1.3 GB per picture.
-LOCATING_MAX_SIDE = 128
 
 
 @dataclass
@@ -145,38 +137,6 @@ class Verdict:
     def to_dict(self) -> dict:
         return {"reached": self.reached, "says": self.describe(), "seconds": round(self.seconds, 4),
                 "unet_passes": self.unet_passes, "pairs": [pair.to_dict() for pair in self.pairs]}
-
-
-def locating_size(size: Tuple[int, int]) -> Tuple[int, int]:
-    """(width, height) of the grid content is located on: the picture's, shrunk to LOCATING_MAX_SIDE."""
-    shrink = min(1.0, LOCATING_MAX_SIDE / max(size))
-    return max(1, round(size[0] * shrink)), max(1, round(size[1] * shrink))
-
-
-@torch.no_grad()
-def content_features(model: DiffusionModel, image: Image.Image, prompt: str, config: DragConfig) -> torch.Tensor:
-    """1xCxhxw features of `image` on its `locating_size` grid (DIFT with the model's settings).
-
-    The UNet sees the picture at the drag's working size, as the drag did: a 512-px picture for
-    the 64-px toy would otherwise cost a 128x128-latent UNet pass per ensemble row."""
-    settings = model.locating_settings
-    generator = torch.Generator().manual_seed(LOCATING_SEED)
-    working = working_size(*image.size, config.working_width or model.native_width, model.vae_scale_factor)
-    pixels = image_to_tensor(image.resize(working, Image.LANCZOS), model.device)
-    features = dift_features(model, pixels, prompt, generator,
-                             timestep=settings.get("timestep", LOCATING_TIMESTEP),
-                             block=settings.get("block", LOCATING_BLOCK), ensemble=config.verdict_ensemble)
-    width, height = locating_size(image.size)
-    return F.interpolate(features, (height, width), mode="bilinear")
-
-
-def find_content(source: torch.Tensor, result: torch.Tensor, point: Sequence[float]) -> XY:
-    """(x, y) in `result` (1xCxHxW) most cosine-similar to `source`'s feature at `point` (map pixels)."""
-    height, width = source.shape[-2:]
-    x, y = (min(max(int(round(v)), 0), limit - 1) for v, limit in zip(point, (width, height)))
-    similarity = F.cosine_similarity(source[0, :, y, x][None, :, None, None], result, dim=1)[0]
-    row, column = divmod(int(similarity.argmax()), width)
-    return float(column), float(row)
 
 
 # A region of which less than this share is found anywhere on its path is lost (recoloured, erased).
@@ -317,8 +277,8 @@ def judge(model: DiffusionModel, original: Image.Image, result: Image.Image, pai
     scale = original.width / original_features.shape[-1], original.height / original_features.shape[-2]
     for pair in pairs:
         handle = [v / k for v, k in zip(pair.handle, scale)]
-        on_grid = find_content(original_features, result_features, handle)
-        found = (on_grid[0] * scale[0], on_grid[1] * scale[1])
+        on_grid = best_match(original_features[0], result_features[0], handle).best
+        found = (float(on_grid[0]) * scale[0], float(on_grid[1]) * scale[1])
         length = math.dist(pair.handle, pair.target)
         error = appearance_error(before, after, pair.handle, found, radius)
         drag = [(t - h) / k for t, h, k in zip(pair.target, pair.handle, scale)]

@@ -40,12 +40,13 @@ from .encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_im
 from .errors import InputError
 from .feature_maps import extract_feature_maps
 from .generation import generate
-from .drag_verdict import Verdict, content_features, judge
+from .drag_verdict import Verdict, judge
 from .gooddrag import drag_and_denoise, most_trackings
 from .image_input import CheckedRequest, ImageLike, PointPair, check_drag_request, load_image, working_size
 from .host_readback import synchronize
 from .latent_optimization import optimize_latent
 from .loading import DiffusionModel, load_model
+from .locating import content_features
 from .progress import XY, CancelCheck, Progress, ProgressCallback, ProgressReporter
 from .run_plan import RunPlan, StageRates, StageTimer, rate_key
 

@@ -1,9 +1,6 @@
-"""DIFT features (Tang et al., 2023), as DragBench's mean-distance metric reads them.
-
-The image is encoded, noised to t = 261 with fresh noise, and run once through the UNet with the
-sample's prompt; the output of decoder block 1 is the feature map. This is repeated for an
-ensemble of 8 noise draws (and VAE samples) in one batch and averaged. The paper uses Stable
-Diffusion 2.1; any checkpoint the project loads works (the embedded `toy` offline).
+"""The DIFT model DragBench's mean-distance metric reads (`locating.dift_features`, with an
+ensemble of 8 noise draws). The paper uses Stable Diffusion 2.1; any checkpoint the project loads
+works (the embedded `toy` offline).
 """
 
 from __future__ import annotations
@@ -13,16 +10,11 @@ from typing import Optional
 
 import torch
 
-from ..encoding import encode_image, encode_prompt
 from ..errors import InputError, ModelNotFoundError
-from ..loading import DiffusionModel, load_model
-from ..unet_features import unet_with_block_output
+from ..loading import load_model
+from ..locating import DIFT_BLOCK, DIFT_ENSEMBLE, DIFT_TIMESTEP
 from . import DIFT_MODEL
 
-DIFT_TIMESTEP = 261
-DIFT_BLOCK = 1
-DIFT_ENSEMBLE = 8
-DIFT_SEED = 42
 
 
 @dataclass
@@ -61,20 +53,3 @@ def _load_dift(name, device, timestep, block, ensemble):
         raise InputError(f"DIFT block {settings.block} (--dift-block) does not exist: {name} has {blocks} "
                          f"decoder blocks (0..{blocks - 1})")
     return model, settings
-
-
-@torch.no_grad()
-def dift_features(model: DiffusionModel, pixels: torch.Tensor, prompt: str, generator: torch.Generator,
-                  timestep: int = DIFT_TIMESTEP, block: int = DIFT_BLOCK, ensemble: int = DIFT_ENSEMBLE) -> torch.Tensor:
-    """1x3xHxW pixels in [-1, 1] (any size the VAE takes) -> 1xCxhxw features, the ensemble's mean."""
-    from diffusers import DDIMScheduler
-
-    batch = pixels.expand(ensemble, -1, -1, -1)
-    latents = encode_image(model, batch, generator=generator, sample=True)
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-    step = torch.tensor(timestep, device=latents.device)
-    noisy = DDIMScheduler.from_config(model.scheduler_config).add_noise(latents, noise, step)
-    text = encode_prompt(model, prompt).expand(ensemble, -1, -1)
-    with model.autocast():
-        _, features = unet_with_block_output(model.unet, noisy, step, text, block)
-    return features.float().mean(dim=0, keepdim=True)

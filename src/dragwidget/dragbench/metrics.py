@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..cpu_threads import use_cpu_threads
-from ..drag_verdict import find_content
 from ..encoding import image_to_tensor
 from ..errors import DragWidgetError
+from ..locating import DIFT_SEED, best_match, dift_features
 from .bench_run import RESULT_IMAGE
-from .dift import DIFT_SEED, DiftSettings, dift_features
+from .dift import DiftSettings
 from .samples import DragBenchSample, SampleError, load_sample
 
 LPIPS_SIZE = 224
@@ -92,7 +92,7 @@ def point_distances(dift_model, settings: DiftSettings, original: Image.Image, e
                                  timestep=settings.timestep, block=settings.block, ensemble=settings.ensemble)
         maps.append(F.interpolate(features, (height, width), mode="bilinear"))
     source, target_map = maps
-    return [math.dist(find_content(source, target_map, pair["handle"]), pair["target"]) for pair in pairs]
+    return [math.dist(best_match(source[0], target_map[0], pair["handle"]).best, pair["target"]) for pair in pairs]
 
 
 def evaluate(samples: List[DragBenchSample], results: Path, metrics: Sequence[str], dift=None, lpips_model=None,

@@ -11,58 +11,20 @@ a heatmap and the best match is marked.
     explorer                       # in Jupyter: two canvases, sliders, a read-out
     explorer.click_a(120, 80)      # what a mouse click does (canvas pixels); explorer.match is the result
 
-The logic (`similarity_map`, `best_match`, and the handlers `click_a`, `select`) needs no
+The logic (`locating.best_match`, and the handlers `click_a`, `select`) needs no
 browser: tests call them directly and read `explorer.match` and the drawn arrays `view_a`/`view_b`.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..feature_maps import FeatureMaps, FeatureRequest
-
-XY = Tuple[int, int]
-
-
-# ---------------------------------------------------------------------------- the logic
-@dataclass
-class Match:
-    point: XY                 # the query, (x, y) on A's feature grid
-    best: XY                  # the best match, (x, y) on B's feature grid
-    similarity: float         # its cosine similarity
-    heatmap: np.ndarray       # h x w cosine similarity of the query with every feature of B
-
-
-def similarity_map(features_a: torch.Tensor, features_b: torch.Tensor, point: Sequence[float]) -> np.ndarray:
-    """Cosine similarity of A's feature at `point` ((x, y) grid cell, rounded) with each cell of B.
-
-    features_a: C x h x w; features_b: C x H x W (any size). Returns H x W float32 in [-1, 1].
-    """
-    _, height, width = features_a.shape
-    x = int(np.clip(round(float(point[0])), 0, width - 1))
-    y = int(np.clip(round(float(point[1])), 0, height - 1))
-    query = features_a[:, y, x].float()
-    keys = features_b.float()
-    similarity = F.cosine_similarity(keys, query[:, None, None], dim=0, eps=1e-8)
-    return similarity.numpy().astype(np.float32)
-
-
-def best_match(features_a: torch.Tensor, features_b: torch.Tensor, point: Sequence[float]) -> Match:
-    """Where in B the feature at `point` of A is most similar (cosine): the whole-image version
-    of point tracking's windowed nearest-neighbour search."""
-    _, height, width = features_a.shape
-    query = (int(np.clip(round(float(point[0])), 0, width - 1)), int(np.clip(round(float(point[1])), 0, height - 1)))
-    heatmap = similarity_map(features_a, features_b, query)
-    row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    return Match(query, (int(col), int(row)), float(heatmap[row, col]), heatmap)
-
+from ..locating import Match, best_match
 
 # ---------------------------------------------------------------------------- the widget
 class CorrespondenceExplorer:
