@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from .ddim_inversion import InversionRecord
 
 
+def classifier_free_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """The guided noise: the unconditional prediction moved `scale` times toward the prompt's."""
+    return uncond + scale * (cond - uncond)
+
+
 def predict_noise(model, latents, timestep, text_embedding, uncond_embedding, guidance_scale):
     """Noise for each row of `latents`, with classifier-free guidance when guidance_scale > 1."""
     rows = latents.shape[0]
@@ -37,7 +42,7 @@ def predict_noise(model, latents, timestep, text_embedding, uncond_embedding, gu
     embeddings = torch.cat([uncond_embedding, text_embedding]).repeat(rows, 1, 1)
     noise = model.unet(doubled, timestep, encoder_hidden_states=embeddings).sample
     uncond, cond = noise.view(rows, 2, *noise.shape[1:]).unbind(1)
-    return uncond + guidance_scale * (cond - uncond)
+    return classifier_free_guidance(uncond, cond, guidance_scale)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from .config import DragConfig
+from .denoise_decode import classifier_free_guidance
 from .host_readback import HostReadback
 from .loading import DiffusionModel
 from .motion_supervision import mask_term, motion_supervision_loss
@@ -45,7 +46,7 @@ def guided_prediction(model, latent, timestep, text_embedding, guidance_scale, c
             model.unet, torch.cat([latent, latent]), timestep,
             torch.cat([uncond_embedding, text_embedding]), config.feature_block, grid_size)
         uncond, cond = noise.chunk(2)
-        return uncond + guidance_scale * (cond - uncond), features[1:]
+        return classifier_free_guidance(uncond, cond, guidance_scale), features[1:]
     return unet_with_features(model.unet, latent, timestep, text_embedding, config.feature_block, grid_size)
 
 

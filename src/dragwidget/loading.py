@@ -23,7 +23,7 @@ from .config import DEFAULT_MODEL
 from .errors import ModelNotFoundError
 # embedded_model_names, embedded_model_path and resolve_model are read from here by the widget and the tests
 from .model_source import (ModelSource, embedded_model_names, embedded_model_path, locate_model, locate_vae,
-                           not_found_message, repository_files, resolve_model)
+                           not_found_message, recommended_settings, repository_files, resolve_model)
 
 HALF_PRECISION_VARIANT = "fp16"
 # a weights file of that variant, whole or a shard: "model.fp16.safetensors", "model.fp16-00001-of-00002.safetensors"
@@ -200,10 +200,7 @@ def load_model(
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         raise ModelNotFoundError(not_found_message(os.fspath(model), vae, reason)) from error
 
-    recommended = {}
-    settings_file = Path(where, "dragwidget_settings.json") if is_local else None
-    if settings_file is not None and settings_file.is_file():
-        recommended = json.loads(settings_file.read_text())
+    recommended = recommended_settings(where, is_local)
     shipped_rates = shipped_stage_rates(where, device.type) if is_local else {}
     locating_file = Path(where, LOCATING_SETTINGS_FILE) if is_local else None
     locating = json.loads(locating_file.read_text()) if locating_file is not None and locating_file.is_file() else {}

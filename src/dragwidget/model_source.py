@@ -8,6 +8,7 @@ unknown id while offline) is refused at once instead of after torch's and diffus
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ HUB_CHECK_SECONDS = 1.5
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 CHECKPOINT_MARKER = "model_index.json"   # at the root of a pipeline's repository
 SINGLE_MODEL_MARKER = "config.json"      # at the root of a single model's (a VAE's) repository
+SETTINGS_FILE = "dragwidget_settings.json"   # a model folder's recommended DragConfig changes
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,15 @@ def embedded_model_names() -> list:
     if not EMBEDDED_MODELS_DIR.is_dir():
         return []
     return sorted(p.name for p in EMBEDDED_MODELS_DIR.iterdir() if (p / CHECKPOINT_MARKER).is_file())
+
+
+def recommended_settings(where: Union[str, os.PathLike], is_local: bool) -> dict:
+    """The DragConfig changes a model folder recommends (its SETTINGS_FILE); {} for a hub model or
+    a folder without one."""
+    settings = Path(where, SETTINGS_FILE) if is_local else None
+    if settings is None or not settings.is_file():
+        return {}
+    return json.loads(settings.read_text())
 
 
 def _looks_like_path(name: str) -> bool:

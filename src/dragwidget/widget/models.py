@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Tuple
 
 from ..config import DEFAULT_MODEL, DragConfig
 from ..errors import DragWidgetError
 from ..loading import default_device, embedded_model_names, resolve_model, shipped_stage_rates
+from ..model_source import recommended_settings
 
 EMBEDDED_DEFAULT = "toy"
 MODEL_ENV = "DRAGWIDGET_MODEL"
@@ -36,13 +35,10 @@ def model_settings(name) -> DragConfig:
         where, is_local = resolve_model(name)
     except DragWidgetError:
         return DragConfig()
-    settings = Path(where, "dragwidget_settings.json") if is_local else None
-    if settings is not None and settings.is_file():
-        try:
-            return DragConfig.from_dict(json.loads(settings.read_text()))
-        except (ValueError, DragWidgetError):
-            return DragConfig()
-    return DragConfig()
+    try:
+        return DragConfig.from_dict(recommended_settings(where, is_local))
+    except (ValueError, DragWidgetError):
+        return DragConfig()
 
 
 def model_stage_rates(name) -> dict:
