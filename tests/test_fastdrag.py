@@ -236,6 +236,27 @@ def test_fastdrag_edits_without_lora_or_optimisation_and_a_redrag_is_warp_denois
     assert calls[len(denoising):] == [(False, config.verdict_ensemble)] * again.verdict.unet_passes
 
 
+def test_the_originals_locating_features_are_computed_once_and_outlive_the_feature_maps(fastdrag_editor, make_image):
+    from dragwidget.feature_maps import FeatureRequest
+
+    image = make_image(64, 64, seed=5)
+    counter = UNetCalls(fastdrag_editor.model.unet)
+    result = fastdrag_editor.run(DragRequest(image, PAIR, prompt="a red disc"))
+    prepared = fastdrag_editor.prepared_for(image, "a red disc", result.config)
+    ensemble = result.config.verdict_ensemble
+    locating = prepared.original_features.locating[ensemble]
+    # the rigid core's and the verdict's features of the original came from one UNet pass of the ensemble
+    assert counter.take().count((False, ensemble)) == 2 and result.verdict.unet_passes == 1
+    for steps in ([2], [3], [4], [5], [2, 3]):          # more feature-map requests than the maps keep
+        fastdrag_editor.feature_maps(FeatureRequest(prepared=prepared, steps=steps, blocks=[2]))
+    assert len(prepared.original_features.maps) == 4
+    assert prepared.original_features.locating[ensemble] is locating
+    counter.take()
+    fastdrag_editor.run(DragRequest(image, [((20, 30), (20, 44))], prompt="a red disc"))
+    assert counter.take().count((False, ensemble)) == 1       # the result's features alone
+    counter.handle.remove()
+
+
 def test_fastdrag_is_deterministic_and_an_empty_mask_is_not_an_error(fastdrag_editor, make_image):
     image = make_image(64, 64, seed=6)
     first = fastdrag_editor.run(DragRequest(image, PAIR, None, "a red disc"))

@@ -54,6 +54,22 @@ WAIT_POLL_SECONDS = 0.1  # how often a run waiting for the model looks at its ca
 
 
 @dataclass
+class OriginalFeatures:
+    """The prepared original's features, computed once and kept with it."""
+
+    # verdict_ensemble -> its locating features (`locating.content_features`): the verdict's and
+    # FastDrag's rigid core's
+    locating: Dict[int, torch.Tensor] = field(default_factory=dict)
+    # (DDIM steps, steps, blocks, grid) -> block -> features (`feature_maps`), the latest few
+    maps: Dict[tuple, Dict[int, torch.Tensor]] = field(default_factory=dict)
+
+    def locating_for(self, model: DiffusionModel, image: Image.Image, prompt: str, config: DragConfig) -> torch.Tensor:
+        if config.verdict_ensemble not in self.locating:
+            self.locating[config.verdict_ensemble] = content_features(model, image, prompt, config)
+        return self.locating[config.verdict_ensemble]
+
+
+@dataclass
 class PreparedImage:
     """An image made ready for dragging: keep it and drag it again without repeating the work."""
 
@@ -73,7 +89,7 @@ class PreparedImage:
     inverted: Dict[Tuple[int, int], torch.Tensor] = field(default_factory=dict)
     recorded: Dict[Tuple[int, int], InversionRecord] = field(default_factory=dict)  # FastDrag's, by the same key
     dragged: bool = False
-    feature_cache: dict = field(default_factory=dict, repr=False)  # feature_maps: the original's features
+    original_features: OriginalFeatures = field(default_factory=OriginalFeatures, repr=False)
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -327,9 +343,9 @@ class DragEditor:
 
         # 6. The verdict, read from the picture: where each handle's content went and whether it survived.
         with stage("verdict"):
-            key = ("verdict", config.verdict_ensemble)
-            verdict, prepared.feature_cache[key] = judge(self.model, prepared.image, picture, request.pairs,
-                                                         prepared.prompt, config, prepared.feature_cache.get(key))
+            kept = prepared.original_features.locating
+            verdict, kept[config.verdict_ensemble] = judge(self.model, prepared.image, picture, request.pairs,
+                                                           prepared.prompt, config, kept.get(config.verdict_ensemble))
         report(Progress("verdict", 1, 1, verdict.describe()))
         to_image = outcome.to_image if config.method == "fastdrag" else grid.to_image
         return DragResult(
@@ -355,10 +371,7 @@ class DragEditor:
             features = None
             if config.fastdrag_rigid_core:
                 # the handle's object is found with the verdict's locating features of the original (computed once)
-                key = ("verdict", config.verdict_ensemble)
-                if key not in prepared.feature_cache:
-                    prepared.feature_cache[key] = content_features(self.model, prepared.image, prepared.prompt, config)
-                features = prepared.feature_cache[key]
+                features = prepared.original_features.locating_for(self.model, prepared.image, prepared.prompt, config)
             warped = fastdrag.warp(latent, handles, targets, config, request.editable, features)
             steps.count = 1
         cells = handles.round().long()

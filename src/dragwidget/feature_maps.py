@@ -303,7 +303,7 @@ def extract_feature_maps(editor, request: FeatureRequest, progress=None, cancel=
     editor.use_prepared(prepared)
     per_block = {b: [] for b in blocks}
     passes = max(steps) + len(steps)  # UNet passes per picture: the inversion, then one per step
-    cache = prepared.feature_cache
+    cache = prepared.original_features.maps
     cache_key = (total, tuple(steps), tuple(blocks), grid)
     started = time.perf_counter()
     for row, picture in enumerate(pictures):
