@@ -7,6 +7,9 @@
 - `method` is one setting like every other.
 """
 
+import functools
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +21,7 @@ from dragwidget.denoise_decode import decode, denoise
 from dragwidget.encoding import tensor_to_image
 from dragwidget.errors import InputError
 from dragwidget.feature_grid import grid_shape
+from dragwidget.host_readback import HostReadback
 from dragwidget.latent_optimization import optimize_latent
 from unet_counting import UNetCalls
 
@@ -154,11 +158,12 @@ def test_a_late_host_gives_the_same_gooddrag_as_an_on_time_one(editor, prepared,
     for lag in (0, 3):
         events = []
         torch.manual_seed(config.seed)
-        with editor.holding_model():
+        late = functools.partial(HostReadback, lag=lag)   # held `lag` steps back: a host behind its GPU
+        with editor.holding_model(), mock.patch.object(gooddrag, "HostReadback", late):
             outcome = gooddrag.drag_and_denoise(
                 model, latent, scheduler, drag_timestep_index(config), prepared.text_embedding,
                 [torch.tensor([10.0, 15.0])], [torch.tensor([22.0, 15.0])], (32, 32), config, keep_mask=keep,
-                readback_lag=lag, on_step=lambda step, handles, clean: events.append(
+                on_step=lambda step, handles, clean: events.append(
                     (step, [h.tolist() for h in handles], None if clean is None else clean.clone())))
         outcomes.append((outcome, events))
     (on_time, on_time_events), (late, late_events) = outcomes

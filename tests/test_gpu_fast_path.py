@@ -3,24 +3,27 @@
 - Point tracking searches every window at once on the device; it must find what a plain window
   scan finds, borders and ties included.
 - On a GPU the host learns each drag step's handles a step or two late; steps queued after the
-  handles arrived must change nothing. `readback_lag` makes the CPU late on purpose: a late host
-  must give the very same drag as an on-time one.
+  handles arrived must change nothing. A `HostReadback` held some steps back makes the CPU late on
+  purpose: a late host must give the very same drag as an on-time one.
 - Half-precision UNet weights train a float32 LoRA.
 - Every attention, the mutual self-attention included, runs through torch's fused SDPA.
 - On CUDA (skipped elsewhere; the GPU run executes it): no step loop synchronises with the host
   per step, counted with torch.cuda.set_sync_debug_mode.
 """
 
+import functools
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dragwidget import DragConfig, DragEditor, DragRequest, load_model
+from dragwidget import DragConfig, DragEditor, DragRequest, latent_optimization, load_model
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index
 from dragwidget.feature_grid import grid_shape
+from dragwidget.host_readback import HostReadback
 from dragwidget.latent_optimization import optimize_latent
 from dragwidget.point_tracking import track_points
 
@@ -69,13 +72,14 @@ def prepared_drag(tiny_model_dir, tmp_path_factory):
 def drag(prepared_drag, handle, target, lag, keep_mask=None):
     model, config, prepared, scheduler = prepared_drag
     events = []
-    outcome = optimize_latent(
-        model, prepared.inverted[(config.num_inference_steps, config.inversion_steps)],
-        scheduler.timesteps[drag_timestep_index(config)], scheduler, prepared.text_embedding,
-        [torch.tensor(handle)], [torch.tensor(target)], grid_shape(prepared.working_size, config.feature_scale), config,
-        keep_mask=keep_mask, readback_lag=lag,
-        on_step=lambda step, handles, clean: events.append(
-            (step, [h.tolist() for h in handles], None if clean is None else clean.clone())))
+    with mock.patch.object(latent_optimization, "HostReadback", functools.partial(HostReadback, lag=lag)):
+        outcome = optimize_latent(
+            model, prepared.inverted[(config.num_inference_steps, config.inversion_steps)],
+            scheduler.timesteps[drag_timestep_index(config)], scheduler, prepared.text_embedding,
+            [torch.tensor(handle)], [torch.tensor(target)], grid_shape(prepared.working_size, config.feature_scale),
+            config, keep_mask=keep_mask,
+            on_step=lambda step, handles, clean: events.append(
+                (step, [h.tolist() for h in handles], None if clean is None else clean.clone())))
     return outcome, events
 
 

@@ -88,12 +88,10 @@ def drag_and_denoise(
     guidance_scale: float = 1.0,
     uncond_embedding: Optional[torch.Tensor] = None,
     on_step: Optional[StepCallback] = None,
-    readback_lag: int = 0,
 ) -> AlternatingOutcome:
     """Drag the inverted `latent` (at timesteps[start_index]) while denoising it.
 
     Arguments as `latent_optimization.optimize_latent`; `on_step` runs after each point tracking.
-    `readback_lag` delays the host's view on purpose (tests of the late-host logic without a GPU).
     """
     def predict(current, timestep):
         with model.autocast():
@@ -107,7 +105,7 @@ def drag_and_denoise(
     finished = all_reached(handles, targets, config.reach_threshold)   # on the device, sticky
     unchanged_rounds = torch.zeros((), dtype=torch.long, device=model.device)
     applied_steps = torch.zeros((), dtype=torch.long, device=model.device)
-    readback = HostReadback(model.device, lag=readback_lag)
+    readback = HostReadback(model.device)
     trajectory = [[tuple(xy) for xy in initial_handles.tolist()]]
     host_handles = list(initial_handles.cpu().unbind(0))
     edited, original = latent, latent

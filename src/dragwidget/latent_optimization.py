@@ -75,7 +75,6 @@ def optimize_latent(
     guidance_scale: float = 1.0,
     uncond_embedding: Optional[torch.Tensor] = None,
     on_step: Optional[StepCallback] = None,
-    readback_lag: int = 0,
 ) -> OptimizationOutcome:
     """Drag `latent` (at `timestep`) so that the content at `handles` moves to `targets`.
 
@@ -86,7 +85,6 @@ def optimize_latent(
     On a GPU the host learns each step's handles a step or two late (`host_readback`), so it may
     queue steps past the one where every handle arrived; an "arrived" flag kept on the device
     makes those steps change nothing, so the outcome is the one of stopping on time.
-    `readback_lag` delays the host's view on purpose (tests of that logic without a GPU).
     """
     def predict(current):
         with model.autocast():
@@ -98,7 +96,7 @@ def optimize_latent(
     targets = as_points(targets).float()
     handles = initial_handles.clone()
     arrived = all_reached(handles, targets, config.reach_threshold)
-    readback = HostReadback(model.device, lag=readback_lag)
+    readback = HostReadback(model.device)
     trajectory = [[tuple(xy) for xy in initial_handles.tolist()]]
     host_handles = list(initial_handles.cpu().unbind(0))
     latent = latent.clone().requires_grad_(True)
