@@ -39,7 +39,7 @@ from .denoise_decode import decode, denoise
 from .encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image
 from .errors import InputError
 from .feature_maps import extract_feature_maps
-from .generation import generate
+from .generation import generate_keeping_latents
 from .drag_verdict import Verdict, judge
 from .gooddrag import drag_and_denoise, most_trackings
 from .image_input import CheckedRequest, ImageLike, PointPair, check_drag_request, load_image, working_size
@@ -233,7 +233,7 @@ class DragEditor:
         lora_finetuning.install_lora(self.model.unet, None, config)
         self._installed_lora = None
         started = time.perf_counter()
-        made = generate(self.model, prompt, config, width, height, config.seed if seed is None else seed,
+        made = generate_keeping_latents(self.model, prompt, config, width, height, config.seed if seed is None else seed,
                         on_step=lambda step, total: report(Progress("generate", step, total)))
         picture = tensor_to_image(made.pixels)
         prepared = PreparedImage(

@@ -159,7 +159,7 @@ def check_blocks(blocks: Optional[Sequence[int]], unet) -> List[int]:
     return blocks
 
 
-def feature_grid(working_size: Tuple[int, int], config: DragConfig, max_size: int) -> Tuple[int, int]:
+def maps_grid_shape(working_size: Tuple[int, int], config: DragConfig, max_size: int) -> Tuple[int, int]:
     """The drag's supervision grid (h, w), shrunk to at most `max_size` on its longest side."""
     h, w = grid_shape(working_size, config.feature_scale)
     shrink = min(1.0, max_size / max(h, w))
@@ -287,7 +287,7 @@ def extract_feature_maps(editor, request: FeatureRequest, progress=None, cancel=
     timings["prepare"] = time.perf_counter() - started
     steps = check_steps(request.steps, config)
     blocks = check_blocks(request.blocks, model.unet)
-    grid = feature_grid(prepared.working_size, config, request.max_size)
+    grid = maps_grid_shape(prepared.working_size, config, request.max_size)
     scheduler = ddim_scheduler(model, config)
     total = config.num_inference_steps
     timesteps = [int(scheduler.timesteps[total - k]) for k in steps]

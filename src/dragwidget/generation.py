@@ -28,7 +28,7 @@ class Generated:
 
 
 @torch.no_grad()
-def generate(
+def generate_keeping_latents(
     model: DiffusionModel,
     prompt: str,
     config: DragConfig,
@@ -37,6 +37,8 @@ def generate(
     seed: int,
     on_step: Optional[Callable[[int, int], None]] = None,
 ) -> Generated:
+    """`prompt`'s picture by DDIM with classifier-free guidance, seeded, and the latent it passed
+    through at the drag's timestep (what a drag of it starts from: no LoRA, no inversion)."""
     scheduler = ddim_scheduler(model, config)
     keep_at = drag_timestep_index(config)
     text_embedding = encode_prompt(model, prompt)
