@@ -51,7 +51,7 @@ from .config import DragConfig
 from .fastdrag import connected_to, object_cores   # "what the user grabbed": as FastDrag's rigid core
 from .image_input import PointPair
 from .loading import DiffusionModel
-from .locating import best_match, content_features
+from .locating import best_match, content_features, nearest_cell
 
 XY = Tuple[float, float]
 
@@ -185,8 +185,10 @@ def match_region(source: torch.Tensor, result: torch.Tensor, handle: Sequence[fl
     # where the region is as a whole: the cells of the result like the handle's feature, grown from
     # the handle's place there (an object that arrived as a larger or smaller blob moves its centre)
     seed = torch.zeros_like(region)
-    seed[min(max(int(handle[1] + offset[1] + 0.5), 0), height - 1), min(max(int(handle[0] + offset[0] + 0.5), 0), width - 1)] = True
-    handle_feature = source[0, :, min(max(int(handle[1] + 0.5), 0), height - 1), min(max(int(handle[0] + 0.5), 0), width - 1)]
+    seed_x, seed_y = nearest_cell((handle[0] + offset[0], handle[1] + offset[1]), width, height)
+    seed[seed_y, seed_x] = True
+    handle_x, handle_y = nearest_cell(handle, width, height)
+    handle_feature = source[0, :, handle_y, handle_x]
     alike = F.cosine_similarity(handle_feature.float().cpu()[:, None, None], result[0].float().cpu(), dim=0)
     there = connected_to(seed, alike > config.verdict_region_similarity)
     centre_offset = offset
@@ -197,7 +199,6 @@ def match_region(source: torch.Tensor, result: torch.Tensor, handle: Sequence[fl
                        fit=round(float(fits[best]), 4),
                        arrived_share=round(float((at_best >= config.verdict_cell_similarity).float().mean()), 4),
                        deformation=round(float(spread.mean()) / length, 4))
-
 
 
 def centre(cells: torch.Tensor) -> XY:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DragConfig
+from .locating import nearest_cell
 
 XY = Tuple[float, float]
 
@@ -85,7 +86,7 @@ def object_cores(features: torch.Tensor, handles: torch.Tensor, region: torch.Te
         similar = F.cosine_similarity(features[0, :, fy, fx][:, None, None], cells[0], dim=0) > similarity
         similar &= region
         seed = torch.zeros_like(region)
-        cx, cy = min(max(int(hx + 0.5), 0), width - 1), min(max(int(hy + 0.5), 0), height - 1)
+        cx, cy = nearest_cell((hx, hy), width, height)
         seed[cy, cx] = bool(region[cy, cx])
         cores.append(connected_to(seed, similar | seed))
     return torch.stack(cores)

@@ -52,6 +52,12 @@ def dift_features(model: DiffusionModel, pixels: torch.Tensor, prompt: str, gene
     return features.float().mean(dim=0, keepdim=True)
 
 
+def nearest_cell(point: Sequence[float], width: int, height: int) -> XY:
+    """The (x, y) cell of a width x height grid nearest to a continuous grid point (halves round
+    up), clamped onto the grid."""
+    return (min(max(int(float(point[0]) + 0.5), 0), width - 1), min(max(int(float(point[1]) + 0.5), 0), height - 1))
+
+
 def locating_size(size: Tuple[int, int]) -> Tuple[int, int]:
     """(width, height) of the grid content is located on: the picture's, shrunk to LOCATING_MAX_SIDE."""
     shrink = min(1.0, LOCATING_MAX_SIDE / max(size))
