@@ -46,7 +46,7 @@ from .image_input import CheckedRequest, ImageLike, PointPair, check_drag_reques
 from .host_readback import synchronize
 from .latent_optimization import optimize_latent
 from .loading import DiffusionModel, load_model
-from .locating import content_features
+from .locating import content_features, nearest_cell
 from .progress import XY, CancelCheck, Progress, ProgressCallback, ProgressReporter
 from .run_plan import RunPlan, StageRates, StageTimer, rate_key
 
@@ -374,9 +374,8 @@ class DragEditor:
                 features = prepared.original_features.locating_for(self.model, prepared.image, prepared.prompt, config)
             warped = fastdrag.warp(latent, handles, targets, config, request.editable, features)
             steps.count = 1
-        cells = handles.round().long()
-        columns, rows = cells[:, 0].clamp(0, latent_size[1] - 1), cells[:, 1].clamp(0, latent_size[0] - 1)
-        arrived = handles + warped.moves[rows, columns].cpu()   # where the field sends each handle
+        columns, rows = zip(*(nearest_cell(h, latent_size[1], latent_size[0]) for h in handles.tolist()))
+        arrived = handles + warped.moves[list(rows), list(columns)].cpu()   # where the field sends each handle
         report(Progress("drag", 1, 1, handles=[to_image(h) for h in arrived]))
         keep = (~warped.region).to(latent.dtype)[None, None]
         outcome = WarpedDrag(warped.latent, list(arrived), [handles.tolist(), arrived.tolist()],
