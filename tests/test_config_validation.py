@@ -1,11 +1,12 @@
 """DragConfig checks its own settings when built: one check for the API, the CLI, the widget and sessions."""
 
+import dataclasses
 import math
 
 import pytest
 
 from dragwidget import DragConfig, InputError
-from dragwidget.config import parse_setting
+from dragwidget.config import METHOD_OWN, METHODS, parse_setting, setting_info, settings_of
 
 
 @pytest.mark.parametrize("name,value,allowed", [
@@ -96,3 +97,25 @@ def test_text_of_the_wrong_type_is_one_clear_error(name, text, message):
     with pytest.raises(InputError) as error:
         parse_setting(name, text)
     assert str(error.value) == message
+
+
+def test_every_setting_has_a_label_and_a_one_line_description():
+    for field in dataclasses.fields(DragConfig):
+        info = setting_info(field.name)
+        assert info.label and info.help and "\n" not in info.help, field.name
+        assert info.default == getattr(DragConfig(), field.name), field.name
+    assert setting_info("gooddrag_lr").kind is float and setting_info("fastdrag_rigid_core").kind is bool
+    with pytest.raises(InputError, match="no setting 'learning_rate'"):
+        setting_info("learning_rate")
+
+
+def test_each_method_tunes_its_own_settings_and_the_shared_ones():
+    assert settings_of("dragdiffusion")[:2] == ("max_drag_steps", "drag_lr")
+    assert "gooddrag_lr" in settings_of("gooddrag") and "drag_lr" not in settings_of("gooddrag")
+    assert "fastdrag_core_similarity" in settings_of("fastdrag") and "max_drag_steps" not in settings_of("fastdrag")
+    for method in METHODS:
+        assert {"lora_steps", "inversion_strength", "num_inference_steps", "seed"} <= set(settings_of(method))
+        # a method's own preparation field is set through the shared one (replace_for_method), never shown beside it
+        assert not set(settings_of(method)) & set(METHOD_OWN.get(method, {}).values()), method
+    with pytest.raises(InputError, match="method must be one of dragdiffusion, gooddrag, fastdrag"):
+        settings_of("stylegan")

@@ -195,7 +195,7 @@ def test_trait_round_trips_and_validation():
     assert widget.image.size == (40, 30) and widget.mask.shape == (30, 40)
     assert widget.parameters_panel.prompt_text.value == "a red disc"
     assert widget.parameters_panel.fields["lora_steps"].value == 7 and widget.seed == 3
-    widget.parameters_panel.fields["drag_steps"].value = 12       # the panel changes the trait
+    widget.parameters_panel.fields["max_drag_steps"].value = 12   # the panel changes the trait
     assert widget.drag_steps == 12
     widget.points = [{"handle": (1.5, 2), "target": [10, 20]}]
     assert widget.points == [{"handle": [1.5, 2], "target": [10, 20]}]
@@ -357,7 +357,7 @@ def test_a_feature_maps_failure_keeps_the_drag_result(editor, monkeypatch):
 
 
 def test_model_is_loaded_lazily_at_the_first_run(tiny_model_dir):
-    widget = Widget(picture(), model=str(tiny_model_dir), lora_steps=1, drag_steps=2, preview_every=0)
+    widget = Widget(picture(), model=str(tiny_model_dir), lora_steps=1, max_drag_steps=2, preview_every=0)
     assert widget.editor is None
     widget.points = [((10, 10), (14, 10))]
     result = widget.run(wait=True)

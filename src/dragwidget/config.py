@@ -1,8 +1,9 @@
-"""Every default of the method in one place.
+"""Every setting of the edit in one place, with its default, label and description.
 
-Each field's comment gives the value of the reference implementation
-(github.com/Yujun-Shi/DragDiffusion, defaults as of 2023-12-08) so that a
-change away from it is always a conscious one.
+Each field's metadata holds a short label and a one-line description (what the widget's
+Parameters tab shows); the comments give the values of the reference implementation
+(github.com/Yujun-Shi/DragDiffusion, defaults as of 2023-12-08), so that a change away from it is
+always a conscious one.
 """
 
 from __future__ import annotations
@@ -22,35 +23,50 @@ from .errors import InputError
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 
+def setting(default, label: str, help: str):
+    """A DragConfig field with the short label and the one-line description a form shows for it."""
+    return dataclasses.field(default=default, metadata={"label": label, "help": help})
+
+
 @dataclass(frozen=True)
 class DragConfig:
     # Working resolution: the image is resized to this width (height keeps the aspect ratio,
     # rounded to the VAE's multiple). None = the model's native size (512 for SD 1.x).
-    working_width: Optional[int] = None
+    working_width: Optional[int] = setting(
+        None, "Working width", "width the image is edited at (None: the model's native size)")
 
     # LoRA identity fine-tuning. Reference: rank 16, alpha 16, 80 steps, lr 5e-4, batch 4, seed 0.
-    lora_rank: int = 16
-    lora_alpha: int = 16
-    lora_steps: int = 80
-    lora_lr: float = 5e-4
-    lora_batch_size: int = 4
-    lora_seed: int = 0
-    lora_target_modules: Tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    lora_rank: int = setting(16, "LoRA rank", "rank of the LoRA adapters fine-tuned on the image")
+    lora_alpha: int = setting(16, "LoRA alpha", "LoRA scale numerator: the adapters count alpha / rank")
+    lora_steps: int = setting(
+        80, "LoRA steps", "fine-tuning steps of the LoRA that keeps the picture's identity (0 = no LoRA)")
+    lora_lr: float = setting(5e-4, "LoRA learning rate", "AdamW learning rate of the LoRA fine-tuning")
+    lora_batch_size: int = setting(4, "LoRA batch", "views of the image in each LoRA step")
+    lora_seed: int = setting(0, "LoRA seed", "seed of the LoRA's noise, timesteps and views")
+    lora_target_modules: Tuple[str, ...] = setting(
+        ("to_q", "to_k", "to_v", "to_out.0"), "LoRA layers", "the attention projections the LoRA adapts")
     # Each LoRA step sees random 80-100 % crops, flipped half the time, of the one image (this
     # project's choice); False trains on the untouched image, as the reference code does (GoodDrag's
     # own scripts too). Compared on ShapesBench in the toy model's card.
-    lora_augment: bool = True
+    lora_augment: bool = setting(
+        True, "LoRA crops and flips",
+        "each LoRA step sees random 80-100 % crops, flipped half the time (off: the untouched image)")
 
     # DDIM. Reference: 50 steps, strength 0.7 -> invert 35 steps, optimise at timesteps[15] (t=681).
-    num_inference_steps: int = 50
-    inversion_strength: float = 0.7
+    num_inference_steps: int = setting(
+        50, "DDIM steps", "steps of the DDIM schedule; inversion and denoising run a share of them")
+    inversion_strength: float = setting(
+        0.7, "Inversion strength",
+        "share of the DDIM steps the image is inverted by before the drag (more: freer, less faithful)")
     # Classifier-free guidance. Reference: 1.0 for real images, 7.5 for generated ones.
-    guidance_scale: float = 1.0
-    generation_guidance_scale: float = 7.5
+    guidance_scale: float = setting(
+        1.0, "Guidance", "classifier-free guidance of the inversion and denoising of a real image")
+    generation_guidance_scale: float = setting(
+        7.5, "Generation guidance", "classifier-free guidance of a picture generated from the prompt")
 
     # Features. Reference: output of up_blocks[2], upsampled to half the image size.
-    feature_block: int = 2
-    feature_scale: float = 0.5
+    feature_block: int = setting(2, "Feature block", "the UNet decoder block whose output supervises the drag")
+    feature_scale: float = setting(0.5, "Feature scale", "size of the feature grid, as a share of the image's")
 
     # Which drag: "dragdiffusion" (the paper: optimise at one timestep, then denoise), "gooddrag"
     # (GoodDrag, Zhang et al. 2024: drag and denoise alternately, supervised by the original's
@@ -60,17 +76,24 @@ class DragConfig:
     # (gooddrag_inversion_strength, fastdrag_lora_steps, ...), applied by `for_method`.
     # The default for Stable Diffusion: GoodDrag (on DragBench with SD 1.5 its paper reports MD 23.0
     # against DragDiffusion's 33.7 and FastDrag's 32.2); the toy ships its own measured choice.
-    method: str = "gooddrag"
+    method: str = setting(
+        "gooddrag", "Method",
+        "dragdiffusion (the paper: optimise at one timestep, then denoise), gooddrag (GoodDrag, Zhang et al. "
+        "2024: drag while denoising) or fastdrag (FastDrag, Zhao et al. 2024: warp the latent once)")
 
     # Motion supervision and point tracking. Reference: r_m = 1, r_p = 3, stop within 2 px or 80 steps.
-    motion_radius: int = 1
-    tracking_radius: int = 3
-    reach_threshold: float = 2.0
-    max_drag_steps: int = 80
+    motion_radius: int = setting(
+        1, "Motion radius", "r_m: the patch (in feature cells) around each handle that is pushed to its target")
+    tracking_radius: int = setting(
+        3, "Tracking radius", "r_p: how far (in feature cells) a handle is looked for after each step")
+    reach_threshold: float = setting(
+        2.0, "Reach distance", "a handle within this many feature-grid pixels of its target has arrived")
+    max_drag_steps: int = setting(80, "Drag steps", "the most optimisation steps of the latent")
     # Adam on the latent. Reference: lr 0.01.
-    drag_lr: float = 0.01
+    drag_lr: float = setting(0.01, "Learning rate", "Adam's learning rate on the latent")
     # Weight of the "keep the unmasked region" term. Reference: 0.1 (only when a mask is drawn).
-    mask_weight: float = 0.1
+    mask_weight: float = setting(
+        0.1, "Mask weight", "weight of the term that keeps the latent outside a drawn mask unchanged")
 
     # GoodDrag (github.com/zewei-Zhang/GoodDrag, the settings its UI and benchmark scripts run with,
     # on the half-resolution supervision grid of a 512-px image): invert to strength 0.75 (38 of 50
@@ -80,19 +103,28 @@ class DragConfig:
     # weight 0.1; stop after 10 rounds in a row without any handle changing.
     # gooddrag_round_loss ends a round early once the supervision loss per patch element, summed
     # over the pairs, is below it: its scripts pass 0 (never), the 4 of its constructor is unused.
-    gooddrag_inversion_strength: float = 0.75
-    gooddrag_lora_steps: int = 70
-    gooddrag_lora_augment: bool = False
-    gooddrag_denoising_steps: int = 7
-    gooddrag_rounds: int = 10
-    gooddrag_steps_per_round: int = 3
-    gooddrag_round_loss: float = 0.0
-    gooddrag_step_length: float = 4.0
-    gooddrag_motion_radius: int = 4
-    gooddrag_tracking_radius: int = 12
-    gooddrag_lr: float = 0.02
-    gooddrag_mask_weight: float = 0.1
-    gooddrag_stall_rounds: int = 10
+    gooddrag_inversion_strength: float = setting(
+        0.75, "Inversion strength", "GoodDrag's inversion_strength")
+    gooddrag_lora_steps: int = setting(70, "LoRA steps", "GoodDrag's lora_steps")
+    gooddrag_lora_augment: bool = setting(False, "LoRA crops and flips", "GoodDrag's lora_augment")
+    gooddrag_denoising_steps: int = setting(
+        7, "Drag denoising steps", "GoodDrag drags during this many first denoising steps")
+    gooddrag_rounds: int = setting(
+        10, "Rounds per step", "the most rounds (Adam steps, then point tracking) at each of those steps")
+    gooddrag_steps_per_round: int = setting(3, "Adam steps per round", "Adam steps on the latent in each round")
+    gooddrag_round_loss: float = setting(
+        0.0, "Round loss", "a round ends early below this supervision loss per patch element (0 = never)")
+    gooddrag_step_length: float = setting(
+        4.0, "Step length", "the most feature cells a handle's supervision moves it per step")
+    gooddrag_motion_radius: int = setting(
+        4, "Motion radius", "r1: the patch (in feature cells) around each handle that is pushed to its target")
+    gooddrag_tracking_radius: int = setting(
+        12, "Tracking radius", "r2: how far (in feature cells) a handle is looked for after each round")
+    gooddrag_lr: float = setting(0.02, "Learning rate", "GoodDrag's Adam learning rate on the latent")
+    gooddrag_mask_weight: float = setting(
+        0.1, "Mask weight", "weight of the term that keeps the latent outside a drawn mask unchanged")
+    gooddrag_stall_rounds: int = setting(
+        10, "Stall rounds", "stop after this many rounds in a row without any handle changing")
 
     # FastDrag (github.com/XuanjiaZ/FastDrag, its published settings for SD 1.5): 10 DDIM steps at
     # strength 0.7 (7 inversion steps, one warp, 7 denoising steps), no LoRA, guidance 1.
@@ -102,12 +134,18 @@ class DragConfig:
     # where two cells land on one, the one that moves the larger share of its drag wins with
     # fastdrag_handle_side_wins (FastDrag: the first in raster order); the latent outside the
     # editable region is reset to the original's at every denoising step.
-    fastdrag_inference_steps: int = 10
-    fastdrag_inversion_strength: float = 0.7
-    fastdrag_lora_steps: int = 0
-    fastdrag_rigid_core: bool = True
-    fastdrag_core_similarity: float = 0.6
-    fastdrag_handle_side_wins: bool = True
+    fastdrag_inference_steps: int = setting(10, "DDIM steps", "FastDrag's num_inference_steps")
+    fastdrag_inversion_strength: float = setting(0.7, "Inversion strength", "FastDrag's inversion_strength")
+    fastdrag_lora_steps: int = setting(0, "LoRA steps", "FastDrag's lora_steps")
+    fastdrag_rigid_core: bool = setting(
+        True, "Rigid object core",
+        "the handle's object moves by the whole drag, the elastic stretch only outside it (off: FastDrag's field)")
+    fastdrag_core_similarity: float = setting(
+        0.6, "Core similarity",
+        "the object: connected cells whose decoder features are this cosine-similar to the handle's")
+    fastdrag_handle_side_wins: bool = setting(
+        True, "Handle side wins",
+        "where two cells land on one, the one moving the larger share of its drag wins (off: raster order)")
 
     # The verdict (not in the reference; `drag_verdict`), read from the result with DIFT features of
     # verdict_ensemble noise draws. The handle's region (cells more than verdict_region_similarity
@@ -118,33 +156,45 @@ class DragConfig:
     # verdict_cell_similarity similar at their moved places, and the patch at the handle's best match differs by at most verdict_appearance_error
     # grey levels; it is lost when it fits nowhere better than verdict_lost_fit. Chosen on
     # ShapesBench's tuning seeds against its shape-aware ground truth (the toy's model card).
-    verdict_tolerance: float = 0.25
-    verdict_min_pixels: float = 2.0
-    verdict_appearance_error: float = 35.0
-    verdict_ensemble: int = 4
-    verdict_region_similarity: float = 0.9
-    verdict_cell_similarity: float = 0.9
-    verdict_shape_kept: float = 0.8
-    verdict_lost_fit: float = 0.5
+    verdict_tolerance: float = setting(
+        0.25, "Arrival tolerance", "the region arrived within this share of the drag length of the target")
+    verdict_min_pixels: float = setting(2.0, "Arrival pixels", "the arrival tolerance is at least this many pixels")
+    verdict_appearance_error: float = setting(
+        35.0, "Appearance error", "the most grey levels the patch at the handle's best match may differ by")
+    verdict_ensemble: int = setting(4, "DIFT draws", "noise draws averaged into the verdict's DIFT features")
+    verdict_region_similarity: float = setting(
+        0.9, "Region similarity", "the handle's region: connected cells this cosine-similar to the handle's feature")
+    verdict_cell_similarity: float = setting(
+        0.9, "Cell similarity", "a region cell kept its look when this similar at its moved place")
+    verdict_shape_kept: float = setting(
+        0.8, "Shape kept", "the region kept its shape when this share of its cells kept their look")
+    verdict_lost_fit: float = setting(0.5, "Lost fit", "the region is lost when it fits nowhere better than this")
 
     # Mutual self-attention. Reference: on, from denoising step 0, transformer blocks 10..15 of 16.
-    mutual_attention: bool = True
+    mutual_attention: bool = setting(
+        True, "Mutual self-attention", "while denoising, the edit's self-attention reads the original's keys and values")
     # Models with another number of transformer blocks get the same proportion.
-    mutual_attention_start_step: int = 0
-    mutual_attention_start_layer: int = 10
-    mutual_attention_reference_layers: int = 16
+    mutual_attention_start_step: int = setting(
+        0, "Mutual attention from step", "the first denoising step with mutual self-attention")
+    mutual_attention_start_layer: int = setting(
+        10, "Mutual attention from block", "the first transformer block with mutual self-attention")
+    mutual_attention_reference_layers: int = setting(
+        16, "Blocks counted", "the number of transformer blocks mutual_attention_start_layer counts in")
 
     # Reference: seed 42 for the drag.
-    seed: int = 42
+    seed: int = setting(42, "Seed", "seed of the drag")
 
     # How often (in optimisation steps) a preview of the predicted clean image is decoded for the
     # progress callback; 0 = never (decoding costs a VAE pass).
-    preview_every: int = 0
+    preview_every: int = setting(
+        0, "Preview every", "drag steps between decoded previews (the widget's GIF frames); 0 = none")
 
     # Not in the reference: when a mask is drawn, keep the original pixels outside it at full
     # resolution (blended over a few pixels at its edge). The widget and the CLI turn it on when a
     # mask is drawn; benchmarks keep the paper's procedure (the whole decoded picture).
-    keep_outside_mask: bool = False
+    keep_outside_mask: bool = setting(
+        False, "Keep outside mask",
+        "with a mask drawn, keep the original pixels outside it (blended over a few pixels at its edge)")
 
     def __post_init__(self):
         # One check for every way a config is built: the API, `--set`, the widget and saved sessions.
@@ -246,6 +296,19 @@ METHOD_OWN = {
     "fastdrag": {"num_inference_steps": "fastdrag_inference_steps",
                  "inversion_strength": "fastdrag_inversion_strength", "lora_steps": "fastdrag_lora_steps"},
 }
+# The settings a user tunes for each method (the widget's Parameters tab): the method's own drag
+# settings, then those every method shows. The shared preparation settings (lora_steps,
+# num_inference_steps, inversion_strength) mean the chosen method's own value (`replace_for_method`).
+METHOD_SETTINGS = {
+    "dragdiffusion": ("max_drag_steps", "drag_lr", "mask_weight", "motion_radius", "tracking_radius",
+                      "reach_threshold"),
+    "gooddrag": ("gooddrag_denoising_steps", "gooddrag_rounds", "gooddrag_steps_per_round", "gooddrag_lr",
+                 "gooddrag_step_length", "gooddrag_motion_radius", "gooddrag_tracking_radius", "gooddrag_mask_weight",
+                 "gooddrag_stall_rounds"),
+    "fastdrag": ("fastdrag_rigid_core", "fastdrag_core_similarity", "fastdrag_handle_side_wins"),
+}
+SHARED_SETTINGS = ("lora_steps", "num_inference_steps", "inversion_strength", "seed", "preview_every",
+                   "keep_outside_mask")
 KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text",
          tuple: "a non-empty list of names"}
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -263,6 +326,29 @@ def _field_types() -> dict:
             hint = next(a for a in arguments if a is not type(None))
         types[name] = (typing.get_origin(hint) or hint, optional)
     return types
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """What a form needs of a setting: its type (int, float, bool, str or tuple), default, label and description."""
+
+    name: str
+    kind: type
+    default: object
+    label: str
+    help: str
+
+
+def setting_info(name: str) -> SettingInfo:
+    _reject_unknown([name])
+    field = next(f for f in dataclasses.fields(DragConfig) if f.name == name)
+    return SettingInfo(name, _field_types()[name][0], field.default, field.metadata["label"], field.metadata["help"])
+
+
+def settings_of(method: str) -> Tuple[str, ...]:
+    """The settings a user tunes for `method`: its own, then those every method shows."""
+    check_setting("method", method)
+    return (*METHOD_SETTINGS[method], *SHARED_SETTINGS)
 
 
 def _reject_unknown(names) -> None:

@@ -1,32 +1,31 @@
 """The widget's controls: the toolbar row over the canvas, the Parameters and Session panels.
 
 They hold no data of their own: each control is linked to the trait it edits (the canvas's mode,
-brush and undo state; the widget's method and parameters).
+brush and undo state; the widget's method and settings). The Parameters panel's fields are made
+from the DragConfig fields they edit: their labels, descriptions and types.
 """
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Tuple
 
 import ipywidgets as widgets
 import traitlets
 
+from ..config import METHOD_SETTINGS, METHODS, SHARED_SETTINGS, setting_info, settings_of
+from ..errors import InputError
 
-# widget trait -> DragConfig field
-PARAMETERS = {
-    "method": "method",
-    "lora_steps": "lora_steps",
-    "drag_steps": "max_drag_steps",
-    "learning_rate": "drag_lr",
-    "inversion_strength": "inversion_strength",
-    "mask_weight": "mask_weight",
-    "seed": "seed",
-    "preview_every": "preview_every",
-}
-# widget traits passed to the engine whose widget default differs from the engine's
-WIDGET_PARAMETERS = {"keep_outside_mask": "keep_outside_mask"}
+METHOD_TITLES = {"dragdiffusion": "DragDiffusion (paper)", "gooddrag": "GoodDrag", "fastdrag": "FastDrag"}
+# The DragConfig settings the widget has a trait (of the same name) for: the method, and every
+# setting the Parameters panel shows for one method or another.
+WIDGET_SETTINGS = ("method", *dict.fromkeys(name for method in METHODS for name in settings_of(method)))
+# Where the widget's default differs from the engine's (used when the engine config leaves the
+# engine's default): the widget shows the drag as a GIF, and keeps the pixels outside a drawn mask.
+WIDGET_DEFAULTS = {"preview_every": 4, "keep_outside_mask": True}
+TRAIT_TYPES = {int: traitlets.Int, float: traitlets.Float, bool: traitlets.Bool, str: traitlets.Unicode}
+FIELD_STYLE = {"description_width": "150px"}
 HELP = ("<small>Pointer over the image: <b>p</b> points · <b>m</b> mask brush · <b>e</b> eraser · "
         "<b>x</b> delete a pair · <b>z</b> undo · <b>y</b> redo · <b>Enter</b> run · <b>Esc</b> cancel · "
         "wheel: brush size. Points: click a handle (red), then its target (blue); in delete mode click a "
@@ -69,7 +68,7 @@ class Toolbar(widgets.HBox):
         traitlets.dlink((canvas, "can_undo"), (self.undo_button, "disabled"), lambda can: not can)
         traitlets.dlink((canvas, "can_redo"), (self.redo_button, "disabled"), lambda can: not can)
         self.method_choice = widgets.Dropdown(
-            options=[("DragDiffusion (paper)", "dragdiffusion"), ("GoodDrag", "gooddrag"), ("FastDrag", "fastdrag")],
+            options=[(title, method) for method, title in METHOD_TITLES.items()],
             description="Method",
             layout=widgets.Layout(width="185px"), style={"description_width": "52px"},
             tooltip="DragDiffusion: optimise at one timestep, then denoise; GoodDrag: drag while denoising; "
@@ -109,9 +108,36 @@ class ArrayLink:
             self.updating = False
 
 
-class ParametersPanel(widgets.VBox):
-    """Model, prompt, upload, generate, and one field per engine parameter, linked to `owner`'s traits.
+class SettingLink:
+    """traitlets.link between a setting's trait and its field, where a value the setting refuses
+    puts the field back and is explained in `message` (a link would raise in the kernel's log,
+    where nobody sees it, and leave the field showing a value that is not the setting's)."""
 
+    def __init__(self, owner, name: str, control: widgets.Widget, message: widgets.HTML):
+        self.owner, self.name, self.control, self.message = owner, name, control, message
+        control.value = getattr(owner, name)
+        owner.observe(self._setting_changed, names=name)
+        control.observe(self._field_changed, names="value")
+
+    def _setting_changed(self, change) -> None:
+        self.control.value = change["new"]
+
+    def _field_changed(self, change) -> None:
+        if change["new"] == getattr(self.owner, self.name):
+            return
+        try:
+            setattr(self.owner, self.name, change["new"])
+            self.message.value = ""
+        except (InputError, traitlets.TraitError) as error:
+            self.message.value = f"<small style='color:#b00020'>{html.escape(str(error))}</small>"
+            self.control.value = getattr(self.owner, self.name)
+
+
+class ParametersPanel(widgets.VBox):
+    """Model, prompt, upload, generate, and the settings of `owner`'s method: a field per setting,
+    linked to `owner`'s trait of the same name, swapped when `owner.method` changes.
+
+    `fields` holds every setting's field (shown or not), `shown` the names of those shown now.
     `on_upload(file)` gets each uploaded file (a dict with name and content) and says whether it was
     taken; `on_generate()` makes a picture from the prompt."""
 
@@ -125,11 +151,26 @@ class ParametersPanel(widgets.VBox):
                                       on_generate, "260px")
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload image")
         self.upload.observe(lambda change: self._uploaded(change["new"], on_upload), names="value")
-        self.fields = parameter_fields()
-        for name, control in {"model": self.model_text, "prompt": self.prompt_text, **self.fields}.items():
+        for name, control in {"model": self.model_text, "prompt": self.prompt_text}.items():
             traitlets.link((owner, name), (control, "value"))
+        self.message = widgets.HTML("")
+        self.fields = {name: setting_field(name) for name in WIDGET_SETTINGS if name != "method"}  # the toolbar has it
+        for name, control in self.fields.items():
+            SettingLink(owner, name, control, self.message)
+        self.method_heading, self.shared_heading = widgets.HTML(), widgets.HTML("<b>Every method</b>")
+        self.settings = widgets.VBox()
+        self.shown: Tuple[str, ...] = ()
+        self.show_settings_of(owner.method)
+        owner.observe(lambda change: self.show_settings_of(change["new"]), names="method")
         super().__init__([self.model_text, self.prompt_text, widgets.HBox([self.upload, self.generate_button]),
-                          *self.fields.values()])
+                          self.settings, self.message])
+
+    def show_settings_of(self, method: str) -> None:
+        """Show `method`'s own settings under its name, then those every method has."""
+        self.shown = settings_of(method)
+        self.method_heading.value = f"<b>{METHOD_TITLES[method]}</b>"
+        self.settings.children = [self.method_heading, *(self.fields[name] for name in METHOD_SETTINGS[method]),
+                                  self.shared_heading, *(self.fields[name] for name in SHARED_SETTINGS)]
 
     def _uploaded(self, files, on_upload) -> None:
         if files:
@@ -168,21 +209,24 @@ class SessionPanel(widgets.VBox):
             self.message.value = f"<small style='color:#b00020'>not loaded: {html.escape(str(error))}</small>"
 
 
-def parameter_fields() -> Dict[str, widgets.Widget]:
-    """One field per engine parameter the widget exposes."""
-    style = {"description_width": "130px"}
-    return {
-        "lora_steps": widgets.BoundedIntText(min=0, max=10000, description="LoRA steps", style=style),
-        "drag_steps": widgets.BoundedIntText(min=1, max=10000, description="Optimisation steps", style=style),
-        "learning_rate": widgets.BoundedFloatText(min=1e-6, max=10.0, step=0.001, description="Learning rate",
-                                                  style=style),
-        "inversion_strength": widgets.BoundedFloatText(min=0.02, max=1.0, step=0.05, description="Inversion strength",
-                                                       style=style),
-        "mask_weight": widgets.BoundedFloatText(min=0.0, max=100.0, step=0.05, description="Mask weight", style=style),
-        "seed": widgets.IntText(description="Seed", style=style),
-        "preview_every": widgets.BoundedIntText(min=0, max=10000, description="GIF frame every", style=style,
-                                                tooltip="drag steps between preview frames (0 = none)"),
-        "keep_outside_mask": widgets.Checkbox(description="Keep pixels outside the mask", indent=True, style=style,
-                                              tooltip="with a mask drawn, the result keeps the original pixels "
-                                                      "outside it exactly"),
-    }
+def setting_traits() -> dict:
+    """A trait per widget setting, named, typed, described and defaulted as its DragConfig field
+    (the widget's own default where WIDGET_DEFAULTS has one)."""
+    traits = {}
+    for name in WIDGET_SETTINGS:
+        info = setting_info(name)
+        traits[name] = TRAIT_TYPES[info.kind](WIDGET_DEFAULTS.get(name, info.default), help=info.help)
+    return traits
+
+
+def setting_field(name: str) -> widgets.Widget:
+    """The field that edits DragConfig setting `name`: a checkbox or a number box, with the setting's
+    label and its description as the tooltip (DragConfig's own check decides what values it takes)."""
+    info = setting_info(name)
+    if info.kind is bool:
+        control = widgets.Checkbox(description=info.label, tooltip=info.help, indent=True, style=FIELD_STYLE)
+    else:
+        number_box = {int: widgets.IntText, float: widgets.FloatText}[info.kind]
+        control = number_box(description=info.label, tooltip=info.help, style=FIELD_STYLE)
+    control.add_class("dragwidget-setting-" + name.replace("_", "-"))
+    return control

@@ -13,7 +13,8 @@ The widget is a thin container of composed parts, each with its own data:
 `canvas.DragCanvas` (picture, points, mask, mode, undo), `point_list.PointList`,
 `controls.Toolbar`, `run_controller.RunController` (runs; given the canvas, a
 `progress_view.ProgressView` and the `result_panel.ResultPanel`). The widget's own traits are
-linked to theirs; the parameters of the method live here.
+linked to theirs; the settings of the method live here, as traits named after the DragConfig
+fields they set (`max_drag_steps`, `gooddrag_lr`, ...), generated from those fields.
 
 After every successful drag (unless `show_features` is off) the run's thread computes the PCA grid
 of the decoder-block features of original and edited (by default only the drag's own block:
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import io
 import sys
+import warnings
 from typing import Optional
 
 import ipywidgets as widgets
@@ -36,18 +38,18 @@ from ..editor import DragEditor, DragResult
 from ..errors import InputError
 from .canvas import MODES, DragCanvas
 from .history import Checked
-from .controls import HELP, PARAMETERS, WIDGET_PARAMETERS, ArrayLink, ParametersPanel, SessionPanel, Toolbar
+from .controls import (HELP, WIDGET_DEFAULTS, WIDGET_SETTINGS, ArrayLink, ParametersPanel, SessionPanel, Toolbar,
+                       setting_traits)
 from .models import default_model_name, model_settings
 from .point_list import PointList
 from .progress_view import ProgressView
 from .result_panel import ResultPanel
 from .run_controller import RunController, RunOptions
 from .runner import BUSY, RunInProgressError
-from .session import load_session, save_session
+from .session import RENAMED_PARAMETERS, current_names, load_session, save_session
 
 # other widget traits that may be passed to the constructor
-OPTIONS = ("show_features", "feature_blocks", *WIDGET_PARAMETERS)
-DEFAULT_PREVIEW_EVERY = 4  # preview every N drag steps (frames of the GIF)
+OPTIONS = ("show_features", "feature_blocks")
 TABS = ("Parameters", "Feature maps", "Drag GIF", "Session", "Help")
 
 
@@ -64,7 +66,30 @@ def enable_colab_widgets() -> bool:
         return False
 
 
-class DragWidget(widgets.VBox):
+# The widget's setting traits, one per DragConfig field it sets (controls.WIDGET_SETTINGS).
+SettingTraits = type("SettingTraits", (traitlets.HasTraits,), setting_traits())
+
+
+def renamed_trait(old_name: str) -> property:
+    """A deprecated name of a setting trait, read and written as the trait (with a DeprecationWarning)."""
+    new_name = RENAMED_PARAMETERS[old_name]
+
+    def warn() -> None:
+        warnings.warn(f"DragWidget.{old_name} is deprecated, use DragWidget.{new_name}", DeprecationWarning,
+                      stacklevel=3)
+
+    def read(widget):
+        warn()
+        return getattr(widget, new_name)
+
+    def write(widget, value) -> None:
+        warn()
+        setattr(widget, new_name, value)
+
+    return property(read, write, doc=f"Deprecated: {new_name}.")
+
+
+class DragWidget(widgets.VBox, SettingTraits):
     """The DragDiffusion editor as a Jupyter widget (see the module docstring)."""
 
     image = traitlets.Any(None, allow_none=True, help="the input image (PIL RGB); set a path, PIL image or array")
@@ -75,15 +100,8 @@ class DragWidget(widgets.VBox):
     show_mask = traitlets.Bool(True, help="draw the mask overlay on the canvas")
     prompt = traitlets.Unicode("", help="the picture's caption (LoRA, inversion and drag are conditioned on it)")
     model = traitlets.Unicode("", help="embedded name (toy), model folder or hub id; loaded at the first run")
-    method = traitlets.Unicode(DragConfig().method, help="dragdiffusion (the paper), gooddrag or fastdrag")
-    lora_steps = traitlets.Int(80, help="DragConfig.lora_steps")
-    drag_steps = traitlets.Int(80, help="DragConfig.max_drag_steps")
-    learning_rate = traitlets.Float(0.01, help="DragConfig.drag_lr")
-    inversion_strength = traitlets.Float(0.7, help="DragConfig.inversion_strength")
-    mask_weight = traitlets.Float(0.1, help="DragConfig.mask_weight")
-    seed = traitlets.Int(42, help="DragConfig.seed (the drag's)")
-    preview_every = traitlets.Int(DEFAULT_PREVIEW_EVERY, help="drag steps between GIF frames; 0 = no previews")
-    keep_outside_mask = traitlets.Bool(True, help="with a mask drawn, keep the original pixels outside it exactly")
+    drag_steps = renamed_trait("drag_steps")
+    learning_rate = renamed_trait("learning_rate")
     show_features = traitlets.Bool(True, help="after each drag, compute and show the PCA feature grid of original and edited")
     feature_blocks = traitlets.Any(None, allow_none=True,
                                    help="decoder blocks of the feature grid; None = the drag's own (config.feature_block)")
@@ -96,6 +114,7 @@ class DragWidget(widgets.VBox):
                  model: Optional[str] = None, config: Optional[DragConfig] = None, max_display_size=448,
                  **parameters):
         enable_colab_widgets()
+        parameters = current_names(parameters, "DragWidget()")
         if isinstance(max_display_size, (int, float)):
             max_display_size = (max_display_size, max_display_size)
         self._base_config = config
@@ -126,13 +145,14 @@ class DragWidget(widgets.VBox):
 
         model_name = editor.model.name if editor is not None else (model or default_model_name())
         defaults = config or (editor.config if editor is not None else model_settings(model_name))
+        unknown = set(parameters) - set(WIDGET_SETTINGS) - set(OPTIONS)
+        if unknown:
+            raise TypeError(f"DragWidget got unknown argument(s) {sorted(unknown)}; "
+                            f"parameters: {sorted(WIDGET_SETTINGS) + list(OPTIONS)}")
         with self.hold_trait_notifications():
             self.model = str(model_name)
-            self._apply_defaults(defaults, force=True)
-            unknown = set(parameters) - set(PARAMETERS) - set(OPTIONS)
-            if unknown:
-                raise TypeError(f"DragWidget got unknown argument(s) {sorted(unknown)}; "
-                                f"parameters: {sorted(PARAMETERS) + list(OPTIONS)}")
+            # the chosen method's defaults, so that a value given for it is not taken for another's default
+            self._apply_defaults(defaults.replace(method=parameters.get("method", defaults.method)), force=True)
             for name, value in parameters.items():
                 setattr(self, name, value)
         self.prompt = prompt
@@ -172,7 +192,7 @@ class DragWidget(widgets.VBox):
     def _valid_mask(self, proposal):
         return self.canvas.checked_mask(proposal["value"])
 
-    @traitlets.validate(*PARAMETERS, *WIDGET_PARAMETERS)
+    @traitlets.validate(*WIDGET_SETTINGS)
     def _valid_parameter(self, proposal):
         # DragConfig checks every setting (and their combinations); its InputError names the setting
         self._config(self.controller.editor, **{proposal["trait"].name: proposal["value"]})
@@ -207,22 +227,19 @@ class DragWidget(widgets.VBox):
         self.parameters_panel.show_running(change["new"])
 
     def _apply_defaults(self, config: DragConfig, force: bool) -> None:
-        """Parameters take the engine config's values (those of its method: GoodDrag's own LoRA steps,
+        """Settings take the engine config's values (those of its method: GoodDrag's own LoRA steps,
         say); with force=False only those the user left alone."""
-        resolved = config.for_method()
-        new = {name: getattr(resolved, field) for name, field in PARAMETERS.items()}
-        new["preview_every"] = config.preview_every or DEFAULT_PREVIEW_EVERY
+        new = widget_values(config)
         for name, value in new.items():
             if force or getattr(self, name) == self._defaults.get(name):
                 setattr(self, name, value)
         self._defaults = new
 
     def _config(self, editor: Optional[DragEditor] = None, **values) -> DragConfig:
-        """The engine config of the widget's parameters (`values` overrides them, by trait name)."""
+        """The engine config of the widget's settings (`values` overrides them); the shared preparation
+        settings (lora_steps, ...) set the chosen method's own fields."""
         base = self._base_config or (editor.config if editor is not None else DragConfig())
-        traits = {**PARAMETERS, **WIDGET_PARAMETERS}
-        chosen = {name: values.get(name, getattr(self, name)) for name in traits}
-        return base.replace_for_method(**{field: chosen[name] for name, field in traits.items()})
+        return base.replace_for_method(**{name: values.get(name, getattr(self, name)) for name in WIDGET_SETTINGS})
 
     def _options(self) -> RunOptions:
         return RunOptions(model=self.model, prompt=self.prompt, config_for=self._config, lora_steps=self.lora_steps,
@@ -279,8 +296,7 @@ class DragWidget(widgets.VBox):
 
     @property
     def parameters(self) -> dict:
-        return {"model": self.model, "prompt": self.prompt,
-                **{name: getattr(self, name) for name in (*PARAMETERS, *WIDGET_PARAMETERS)}}
+        return {"model": self.model, "prompt": self.prompt, **{name: getattr(self, name) for name in WIDGET_SETTINGS}}
 
     @property
     def editor(self) -> Optional[DragEditor]:
@@ -339,6 +355,7 @@ class DragWidget(widgets.VBox):
         with self.canvas.lock:
             self._refuse_while_running("load a session")
             self.model = model                   # first: a new model brings its defaults
+            self.method = values.pop("method", self.method)     # then the method its defaults
             with self.hold_trait_notifications():
                 for name, value in values.items():
                     setattr(self, name, value)
@@ -358,7 +375,7 @@ class DragWidget(widgets.VBox):
         """The widget parameters among a session's, each checked by its trait and all together by
         DragConfig; InputError naming the parameter otherwise."""
         values = {}
-        for name in (*PARAMETERS, *WIDGET_PARAMETERS):
+        for name in WIDGET_SETTINGS:
             if name in parameters:
                 try:
                     values[name] = self.traits()[name].validate(self, parameters[name])
@@ -373,3 +390,14 @@ class DragWidget(widgets.VBox):
         widget = cls(**kwargs)
         widget.load_session(folder)
         return widget
+
+
+def widget_values(config: DragConfig) -> dict:
+    """The widget's settings for an engine config: its chosen method's values of the shared ones, and
+    the widget's own defaults where the config has the engine's."""
+    resolved, engine = config.for_method(), DragConfig()
+    values = {name: getattr(resolved, name) for name in WIDGET_SETTINGS}
+    for name, widget_default in WIDGET_DEFAULTS.items():
+        if getattr(config, name) == getattr(engine, name):
+            values[name] = widget_default
+    return values
