@@ -52,10 +52,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' random-weight models
 
-from dragwidget import DragConfig, DragEditor, DragRequest, load_model  # noqa: E402
-from dragwidget.config import METHODS, method_field  # noqa: E402
-from dragwidget.tiny_model import build_sd15_architecture_model, build_tiny_model  # noqa: E402
+from dragwidget.api import METHODS, DragConfig, DragEditor, DragRequest, load_model, method_field  # noqa: E402
+from tiny_models import build_sd15_architecture_model, build_tiny_model  # noqa: E402
 
 STAGES = ("lora", "inversion", "optimisation", "warp", "denoise", "decode", "verdict")
 FLOOR_STAGES = ("lora", "inversion", "optimisation", "denoise")

@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
 from dragwidget import DragConfig, DragEditor, DragRequest, load_model  # noqa: E402
-from dragwidget.cpu_threads import choose_cpu_threads  # noqa: E402
+from dragwidget.api import choose_cpu_threads  # noqa: E402
 
 BUSY_LOOP = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
 

@@ -36,13 +36,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
 
-from dragwidget import DragEditor, DragRequest  # noqa: E402
-from dragwidget.config import METHODS  # noqa: E402
-from dragwidget.loading import embedded_model_path  # noqa: E402
-from dragwidget.run_plan import RATES_FILE  # noqa: E402
-from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index, invert  # noqa: E402
-from dragwidget.denoise_decode import decode, denoise  # noqa: E402
-from dragwidget.encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image  # noqa: E402
+from dragwidget.api import METHODS, RATES_FILE, DragEditor, DragRequest, embedded_model_path, reconstruct  # noqa: E402
 from dragwidget.toy.drawn_pictures import random_drawn_picture  # noqa: E402
 from dragwidget.toy.shapes import IMAGE_SIZE, random_scene  # noqa: E402
 from dragwidget.toy.shapes_bench import make_cases, psnr_outside  # noqa: E402
@@ -56,16 +50,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def reconstruction(editor: DragEditor, image: np.ndarray, caption: str, strength) -> np.ndarray:
     """Invert to the drag's timestep and denoise back (strength None: the VAE alone)."""
-    model = editor.model
-    pixels = image_to_tensor(Image.fromarray(image), model.device)
-    latent = encode_image(model, pixels)
-    if strength is not None:
-        config = editor.config.replace(lora_steps=0, mutual_attention=False, inversion_strength=strength)
-        text = encode_prompt(model, caption)
-        inverted = invert(model, latent, text, config)
-        latent = denoise(model, ddim_scheduler(model, config), drag_timestep_index(config), inverted, inverted, text,
-                         config)
-    return np.asarray(tensor_to_image(decode(model, latent)))
+    config = None if strength is None else editor.config.replace(lora_steps=0, mutual_attention=False,
+                                                                 inversion_strength=strength)
+    return np.asarray(reconstruct(editor.model, image, caption, config))
 
 
 def time_edits(editor: DragEditor, count: int, config):

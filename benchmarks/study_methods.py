@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 
 from dragwidget import DragEditor  # noqa: E402
 from dragwidget.cli_inputs import settings_changes  # noqa: E402
-from dragwidget.config import METHODS  # noqa: E402
+from dragwidget.api import METHODS  # noqa: E402
 from dragwidget.toy.shapes_bench import make_cases, run_sweep  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Shared fixtures: one tiny random Stable Diffusion look-alike, loaded like a real checkpoint.
 
-The tiny model is written in the diffusers folder layout by `dragwidget.tiny_model` and read
+The tiny model is written in the diffusers folder layout by `tiny_models` (here, with the tests) and read
 back through `dragwidget.load_model`, so every test exercises the same loading code as a real
 SD 1.5 folder. Nothing here touches the user's ~/.cache or the network.
 """
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from dragwidget import DragConfig, DragEditor, load_model
-from dragwidget.tiny_model import build_tiny_model
+from tiny_models import build_tiny_model
 
 # Settings the tiny model ships with (`dragwidget_settings.json`, read by load_model as
 # "recommended settings"): 10 DDIM steps (strength 0.7 -> 7 inversion/denoising steps) and a

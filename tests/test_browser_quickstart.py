@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 
 from browser_harness import ARTIFACTS, LONG, VIEWPORT, Front, JupyterServer, launch, requirements, save_gif
-from dragwidget.loading import embedded_model_names
+from dragwidget.model_source import embedded_model_names
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"

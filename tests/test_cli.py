@@ -179,13 +179,13 @@ def test_cli_unknown_setting(tiny_model_dir, image_file, capsys):
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Every check below must answer before the (slow) model load."""
-    import dragwidget.editor
+    import dragwidget.api
 
     class NotLoaded:
         def __init__(self, *args, **kwargs):
             raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(dragwidget.editor, "DragEditor", NotLoaded)
+    monkeypatch.setattr(dragwidget.api, "DragEditor", NotLoaded)
 
 
 @pytest.fixture
@@ -347,7 +347,7 @@ def test_train_toy_rejects_unknown_options(capsys):
 
 
 def test_cache_info_and_clear(monkeypatch, tmp_path, capsys):
-    from dragwidget import lora_cache
+    from dragwidget import api as lora_cache   # the CLI reaches the cache through the public module
 
     entries = {"n": 3}
     monkeypatch.setattr(lora_cache, "cache_info", lambda folder=None: {

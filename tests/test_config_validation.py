@@ -6,7 +6,8 @@ import math
 import pytest
 
 from dragwidget import DragConfig, InputError
-from dragwidget.config import METHOD_OWN, METHODS, parse_setting, setting_info, settings_of
+from dragwidget.config import METHOD_OWN, setting_info, settings_of
+from dragwidget.setting_checks import METHODS, parse_setting
 
 
 @pytest.mark.parametrize("name,value,allowed", [

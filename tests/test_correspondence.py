@@ -10,7 +10,7 @@ from PIL import Image
 from dragwidget.locating import best_match, similarity_map
 from dragwidget.widget.correspondence import CorrespondenceExplorer
 from dragwidget.feature_maps import FeatureMaps, FeatureRequest, fit_pca_basis
-from dragwidget.loading import embedded_model_path
+from dragwidget.model_source import embedded_model_path
 
 
 def _features(seed, channels=8, height=12, width=16):

@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dragwidget import DragEditor, DragRequest, latent_optimization
+from dragwidget import DragEditor, DragRequest
+from dragwidget.methods import dragdiffusion
 from dragwidget.drag_verdict import appearance_error, judge
 from dragwidget.locating import best_match
-from dragwidget.image_input import normalise_points
+from dragwidget.points import normalise_points
 from dragwidget.toy.shapes import OBJECT_COLORS, render
 from dragwidget.toy.shapes_bench import make_cases
 
@@ -120,8 +121,8 @@ def test_best_match_and_appearance_error_on_known_maps():
 
 def test_the_result_says_what_the_picture_shows_not_what_the_tracker_believed(editor, make_image, monkeypatch):
     # a tracker fooled into seeing every handle at its target after the first step
-    monkeypatch.setattr(latent_optimization, "track_points",
-                        lambda initial, features, start, handles, radius: [torch.tensor([22.0, 15.0])])
+    monkeypatch.setattr(dragdiffusion, "track_points",
+                        lambda initial, features, start, handles, radius: torch.tensor([[22.0, 15.0]]))
     result = editor.run(DragRequest(make_image(64, 64, seed=6), [((20, 30), (44, 30))], prompt="a red disc"))
     assert result.tracker_reached and result.steps == 1
     assert not result.reached and "24.0 px from the target" in result.says   # the content stayed at the handle

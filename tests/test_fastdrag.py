@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from dragwidget import DragConfig, DragEditor, DragRequest, fastdrag
+from dragwidget import DragConfig, DragEditor, DragRequest
+from dragwidget.methods import fastdrag
 from dragwidget.errors import DragCancelled
 from dragwidget.mutual_self_attention import DenoisingStep, StoredSelfAttentionProcessor, controlled_layers
 from unet_counting import UNetCalls

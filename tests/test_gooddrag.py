@@ -15,14 +15,16 @@ import pytest
 import torch
 
 from dragwidget import DragConfig, DragEditor, DragRequest
-from dragwidget import gooddrag, motion_supervision
+from dragwidget import motion_supervision
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index
 from dragwidget.denoise_decode import decode, denoise
 from dragwidget.encoding import tensor_to_image
 from dragwidget.errors import InputError
-from dragwidget.feature_grid import grid_shape
+from dragwidget.feature_grid import FeatureGrid, grid_shape
 from dragwidget.host_readback import HostReadback
-from dragwidget.latent_optimization import optimize_latent
+from dragwidget.methods import gooddrag
+from dragwidget.methods.common import DragInputs
+from dragwidget.methods.dragdiffusion import optimize_latent
 from unet_counting import UNetCalls
 
 GOODDRAG = dict(method="gooddrag", gooddrag_denoising_steps=3, gooddrag_rounds=2, gooddrag_steps_per_round=2,
@@ -54,8 +56,9 @@ def test_the_papers_method_is_the_papers_steps_whatever_the_gooddrag_settings(ed
     handle, target = (torch.tensor([v * grid[1] / 64 for v in point]) for point in PAIR[0])
     torch.manual_seed(config.seed)
     with editor.holding_model():
-        outcome = optimize_latent(model, latent, scheduler.timesteps[start], scheduler, prepared.text_embedding,
-                                  [handle.round()], [target.round()], grid, config)
+        outcome = optimize_latent(DragInputs(model, latent, scheduler, start, prepared.text_embedding,
+                                             handle.round()[None], target.round()[None],
+                                             FeatureGrid(prepared.size, grid), config))
         edited = denoise(model, scheduler, start, latent, outcome.latent, prepared.text_embedding, config)
         by_hand = tensor_to_image(decode(model, edited)).resize(prepared.size)
     assert np.array_equal(np.asarray(by_hand), np.asarray(result.image))
@@ -67,8 +70,8 @@ def test_supervision_pulls_the_originals_feature_at_the_initial_handle():
     initial, handle, target = torch.tensor([5.0, 5.0]), torch.tensor([7.0, 5.0]), torch.tensor([12.0, 5.0])
     offsets = motion_supervision.patch_offsets(1, "cpu")
     ahead = motion_supervision.sample_features(features, handle + offsets + torch.tensor([2.0, 0.0]))
-    loss = motion_supervision.motion_supervision_loss(features, [handle], [target], 1, 0.5, reference=reference,
-                                                      reference_handles=[initial], step_length=2.0)
+    loss = motion_supervision.motion_supervision_loss(features, handle[None], target[None], 1, 0.5, reference=reference,
+                                                      reference_handles=initial[None], step_length=2.0)
     expected = 9 * torch.nn.functional.l1_loss(ahead, motion_supervision.sample_features(reference, initial + offsets))
     current = 9 * torch.nn.functional.l1_loss(ahead, motion_supervision.sample_features(features, handle + offsets))
     assert torch.allclose(loss, expected) and not torch.allclose(loss, current)
@@ -79,7 +82,7 @@ def test_gooddrag_supervises_with_the_original_trajectorys_features(editor, prep
     real_loss = motion_supervision.motion_supervision_loss
 
     def spy(features, handles, targets, radius, reach, reference=None, reference_handles=None, step_length=None):
-        seen.append((reference, [h.clone() for h in reference_handles] if reference_handles else None))
+        seen.append((reference, [h.clone() for h in reference_handles] if reference_handles is not None else None))
         return real_loss(features, handles, targets, radius, reach, reference, reference_handles, step_length)
 
     real_prediction = gooddrag.guided_prediction
@@ -132,7 +135,7 @@ def test_a_handle_that_arrives_ends_the_drag_and_denoising_goes_on(fresh_model, 
     prepared = editor.prepare(make_image(64, 64, seed=3), "a red disc")
     # a tracker that finds every handle at its target at once
     monkeypatch.setattr(gooddrag, "track_points", lambda original, features, initial, handles, radius:
-                        [torch.tensor([22.0, 15.0])])
+                        torch.tensor([[22.0, 15.0]]))
     counter = UNetCalls(fresh_model.unet)
     result = editor.drag(prepared, PAIR)
     counter.handle.remove()
@@ -160,11 +163,12 @@ def test_a_late_host_gives_the_same_gooddrag_as_an_on_time_one(editor, prepared,
         torch.manual_seed(config.seed)
         late = functools.partial(HostReadback, lag=lag)   # held `lag` steps back: a host behind its GPU
         with editor.holding_model(), mock.patch.object(gooddrag, "HostReadback", late):
-            outcome = gooddrag.drag_and_denoise(
+            outcome = gooddrag.drag_and_denoise(DragInputs(
                 model, latent, scheduler, drag_timestep_index(config), prepared.text_embedding,
-                [torch.tensor([10.0, 15.0])], [torch.tensor([22.0, 15.0])], (32, 32), config, keep_mask=keep,
+                torch.tensor([[10.0, 15.0]]), torch.tensor([[22.0, 15.0]]), FeatureGrid(prepared.size, (32, 32)),
+                config, keep_mask=keep,
                 on_step=lambda step, handles, clean: events.append(
-                    (step, [h.tolist() for h in handles], None if clean is None else clean.clone())))
+                    (step, [h.tolist() for h in handles], None if clean is None else clean.clone()))))
         outcomes.append((outcome, events))
     (on_time, on_time_events), (late, late_events) = outcomes
     assert torch.equal(on_time.edited, late.edited) and torch.equal(on_time.original, late.original)

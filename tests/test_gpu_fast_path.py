@@ -20,11 +20,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dragwidget import DragConfig, DragEditor, DragRequest, latent_optimization, load_model
+from dragwidget import DragConfig, DragEditor, DragRequest, load_model
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index
-from dragwidget.feature_grid import grid_shape
+from dragwidget.feature_grid import FeatureGrid, grid_shape
 from dragwidget.host_readback import HostReadback
-from dragwidget.latent_optimization import optimize_latent
+from dragwidget.methods import dragdiffusion
+from dragwidget.methods.common import DragInputs
+from dragwidget.methods.dragdiffusion import optimize_latent
 from dragwidget.point_tracking import track_points
 
 
@@ -50,7 +52,7 @@ def test_tracking_finds_what_a_window_scan_finds_at_borders_and_ties():
     after[0, :, 2:5, 0:3] = initial[0, :, 3, 1, None, None]   # a block of exact ties at the border
     starts = [(1.0, 3.0), (0.0, 0.0), (16.0, 12.0), (8.4, 6.6), (3.0, 12.0)]
     currents = [(1.0, 3.0), (-1.0, 1.0), (16.0, 12.0), (10.0, 5.0), (2.0, 11.0)]
-    found = track_points(initial, after, [torch.tensor(s) for s in starts], [torch.tensor(c) for c in currents], radius=3)
+    found = track_points(initial, after, torch.tensor(starts), torch.tensor(currents), radius=3)
     expected = [window_scan(initial, after, s, c, 3) for s, c in zip(starts, currents)]
     assert [tuple(int(v) for v in xy) for xy in found] == expected
     assert expected[0] == (0, 2)   # the tie block: the first in scan order wins
@@ -72,14 +74,14 @@ def prepared_drag(tiny_model_dir, tmp_path_factory):
 def drag(prepared_drag, handle, target, lag, keep_mask=None):
     model, config, prepared, scheduler = prepared_drag
     events = []
-    with mock.patch.object(latent_optimization, "HostReadback", functools.partial(HostReadback, lag=lag)):
-        outcome = optimize_latent(
-            model, prepared.inverted[(config.num_inference_steps, config.inversion_steps)],
-            scheduler.timesteps[drag_timestep_index(config)], scheduler, prepared.text_embedding,
-            [torch.tensor(handle)], [torch.tensor(target)], grid_shape(prepared.working_size, config.feature_scale),
-            config, keep_mask=keep_mask,
+    with mock.patch.object(dragdiffusion, "HostReadback", functools.partial(HostReadback, lag=lag)):
+        outcome = optimize_latent(DragInputs(
+            model, prepared.inverted[(config.num_inference_steps, config.inversion_steps)], scheduler,
+            drag_timestep_index(config), prepared.text_embedding, torch.tensor([handle]), torch.tensor([target]),
+            FeatureGrid(prepared.size, grid_shape(prepared.working_size, config.feature_scale)), config,
+            keep_mask=keep_mask,
             on_step=lambda step, handles, clean: events.append(
-                (step, [h.tolist() for h in handles], None if clean is None else clean.clone())))
+                (step, [h.tolist() for h in handles], None if clean is None else clean.clone()))))
     return outcome, events
 
 

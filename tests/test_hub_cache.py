@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from dragwidget import ModelNotFoundError, load_model, model_source
 from dragwidget.loading import default_dtype, weights_variant
-from dragwidget.tiny_model import build_tiny_model
+from tiny_models import build_tiny_model
 
 REPO_ID = "org/name"
 REVISION = "0123456789abcdef0123456789abcdef01234567"

@@ -10,8 +10,8 @@ from PIL import Image
 
 from dragwidget import DragRequest, InputError, ModelNotFoundError, PointPair, load_model
 from dragwidget.feature_grid import FeatureGrid
-from dragwidget.image_input import (load_image, load_mask, normalise_points, parse_points_text, validate_prompt,
-                                    working_size)
+from dragwidget.image_input import load_image, load_mask, validate_prompt, working_size
+from dragwidget.points import normalise_points, parse_points_text
 
 ORIENTATION = 0x0112
 
@@ -443,3 +443,28 @@ def test_a_handle_on_the_last_column_stays_on_the_image(editor, make_image):
     first = result.trajectory[0]
     assert first[0][0] <= 299 and first[1][0] <= 299               # was 300.0: off the image
     assert all(0 <= x <= 299 and 0 <= y <= 199 for step in result.trajectory for x, y in step)
+
+
+def test_a_pair_is_one_type_from_any_form_and_reads_back_as_typed():
+    from dragwidget.points import PointPair
+
+    pair = PointPair.of({"handle": [12, 6], "target": [25.5, 6]})
+    assert pair == PointPair((12.0, 6.0), (25.5, 6.0)) == ((12, 6), (25.5, 6))
+    assert pair == {"handle": [12, 6], "target": [25.5, 6]} and pair != {"handle": [12, 6], "target": [25, 6]}
+    assert pair.to_dict() == {"handle": [12, 6], "target": [25.5, 6]}
+    assert isinstance(pair.to_dict()["handle"][0], int) and isinstance(pair.to_dict()["target"][0], float)
+    assert len({pair, PointPair.of(((12, 6), (25.5, 6)))}) == 1
+    request = DragRequest(None, [{"handle": [1, 2], "target": [3, 4]}, ((5, 6), (7, 8))])
+    assert all(isinstance(p, PointPair) for p in request.points) and request.points[1].target == (7.0, 8.0)
+
+
+def test_grid_scale_goes_there_and_back():
+    from dragwidget.feature_grid import FeatureGrid, GridScale
+
+    scale = GridScale((640, 480), (32, 24))
+    assert scale.to_grid((320, 240)) == (16.0, 12.0) and scale.to_image((16.0, 12.0)) == (320.0, 240.0)
+    # cell centres on pixel centres: the first 20-pixel cell's centre lies at pixel 9.5
+    assert scale.centre_to_grid((9.5, 9.5)) == (0.0, 0.0)
+    assert scale.centre_to_image(scale.centre_to_grid((100.0, 7.0))) == pytest.approx((100.0, 7.0))
+    grid = FeatureGrid((640, 480), (24, 32))
+    assert grid.to_grid((639, 479)) == (31.0, 23.0) and grid.to_image((16, 12)) == (320.0, 240.0)

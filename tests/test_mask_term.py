@@ -6,7 +6,12 @@ import torch.nn.functional as F
 
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index, invert
 from dragwidget.encoding import encode_prompt
-from dragwidget.latent_optimization import optimize_latent
+from dragwidget.feature_grid import FeatureGrid
+from dragwidget.methods.common import DragInputs
+from dragwidget.methods.dragdiffusion import optimize_latent
+
+
+GRID = FeatureGrid((64, 48), (24, 32))   # the drag's grid for a 64x48 image
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +23,16 @@ def inverted(tiny_model, small_config):
     clean = clean / clean.std()
     embedding = encode_prompt(tiny_model, "a red disc")
     scheduler = ddim_scheduler(tiny_model, config)
-    timestep = scheduler.timesteps[drag_timestep_index(config)]
-    return config, invert(tiny_model, clean, embedding, config), embedding, scheduler, timestep
+    return config, invert(tiny_model, clean, embedding, config), embedding, scheduler, drag_timestep_index(config)
 
 
 def drag(model, inverted, keep_mask, **changes):
-    config, latent, embedding, scheduler, timestep = inverted
+    config, latent, embedding, scheduler, start = inverted
     torch.manual_seed(42)
     # Handle in the right half, dragged further right; the left half is what the mask keeps.
-    return optimize_latent(model, latent, timestep, scheduler, embedding, [torch.tensor([20.0, 12.0])],
-                           [torch.tensor([28.0, 12.0])], (24, 32), config.replace(**changes), keep_mask=keep_mask)
+    return optimize_latent(DragInputs(model, latent, scheduler, start, embedding, torch.tensor([[20.0, 12.0]]),
+                                      torch.tensor([[28.0, 12.0]]), GRID, config.replace(**changes),
+                                      keep_mask=keep_mask))
 
 
 def test_mask_term_keeps_the_unmasked_region_closer_to_the_original(tiny_model, inverted):
@@ -74,8 +79,8 @@ def test_optimisation_outcome_is_consistent(tiny_model, inverted):
 
 
 def test_optimisation_stops_as_soon_as_the_targets_are_reached(tiny_model, inverted):
-    config, latent, embedding, scheduler, timestep = inverted
-    outcome = optimize_latent(tiny_model, latent, timestep, scheduler, embedding, [torch.tensor([20.0, 12.0])],
-                              [torch.tensor([21.0, 12.0])], (24, 32), config)
+    config, latent, embedding, scheduler, start = inverted
+    outcome = optimize_latent(DragInputs(tiny_model, latent, scheduler, start, embedding, torch.tensor([[20.0, 12.0]]),
+                                         torch.tensor([[21.0, 12.0]]), GRID, config))
     assert outcome.reached and outcome.steps == 0
     assert torch.equal(outcome.latent, latent)

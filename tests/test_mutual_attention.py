@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dragwidget import DragConfig, tiny_model
+import tiny_models
+from dragwidget import DragConfig
 from dragwidget.encoding import encode_prompt
 from dragwidget.mutual_self_attention import (
     DenoisingStep, MutualSelfAttentionProcessor, controlled_layers, mutual_self_attention, self_attention_layers)
@@ -102,8 +103,8 @@ def sd15_unet_on_meta_device(monkeypatch):
     from diffusers import UNet2DConditionModel
 
     captured = {}
-    monkeypatch.setattr(tiny_model, "build_model_folder", lambda folder, **configs: captured.update(configs))
-    tiny_model.build_sd15_architecture_model("unused")
+    monkeypatch.setattr(tiny_models, "build_model_folder", lambda folder, **configs: captured.update(configs))
+    tiny_models.build_sd15_architecture_model("unused")
     with torch.device("meta"):
         return UNet2DConditionModel(**captured["unet_config"])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dragwidget.loading import embedded_model_names
+from dragwidget.model_source import embedded_model_names
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 

@@ -10,7 +10,7 @@ from dragwidget import DragEditor, load_model
 from dragwidget.ddim_inversion import ddim_scheduler, drag_timestep_index, invert
 from dragwidget.denoise_decode import decode, denoise
 from dragwidget.encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image
-from dragwidget.loading import embedded_model_path
+from dragwidget.model_source import embedded_model_path
 from dragwidget.toy.shapes import OBJECT_COLORS, Scene, SceneObject, render
 from dragwidget.toy.shapes_bench import color_region, make_cases, psnr_outside, run_bench
 

@@ -22,7 +22,7 @@ def test_tracking_finds_a_shifted_feature():
     handle = xy(5, 7)
     # The original spot no longer matches: a tracker that stayed put would be wrong.
     assert not torch.allclose(after[0, :, 7, 5], before[0, :, 7, 5])
-    (found,) = track_points(before, after, [handle], [handle], radius=3)
+    (found,) = track_points(before, after, torch.stack([handle]), torch.stack([handle]), radius=3)
     assert found.tolist() == [8.0, 9.0]
 
 
@@ -36,7 +36,7 @@ def test_tracking_searches_around_the_current_handle_for_the_initial_feature():
     # A decoy: the *current* position holds what used to be there in the initial map, which is
     # what a tracker comparing against F0[current] instead of F0[initial] would pick.
     after[0, :, 9, 8] = before[0, :, 9, 8]
-    (found,) = track_points(before, after, [initial], [current], radius=3)
+    (found,) = track_points(before, after, torch.stack([initial]), torch.stack([current]), radius=3)
     assert found.tolist() == [10.0, 10.0]
 
 
@@ -45,7 +45,7 @@ def test_tracking_stays_inside_its_window_and_handles_are_independent():
     after = random_map(5)
     after[0, :, 2, 20] = before[0, :, 2, 12]        # moved 8 px: beyond radius 3
     after[0, :, 15, 3] = before[0, :, 16, 2]        # second handle moved by (+1, -1)
-    first, second = track_points(before, after, [xy(12, 2), xy(2, 16)], [xy(12, 2), xy(2, 16)], radius=3)
+    first, second = track_points(before, after, torch.stack([xy(12, 2), xy(2, 16)]), torch.stack([xy(12, 2), xy(2, 16)]), radius=3)
     assert abs(first[0] - 12) <= 3 and abs(first[1] - 2) <= 3
     assert second.tolist() == [3.0, 15.0]
 
@@ -54,7 +54,7 @@ def test_tracking_window_is_clipped_at_the_border():
     before = random_map(6)
     after = random_map(7)
     after[0, :, 0, 23] = before[0, :, 1, 22]        # into the top-right corner pixel
-    (found,) = track_points(before, after, [xy(22, 1)], [xy(22, 1)], radius=3)
+    (found,) = track_points(before, after, torch.stack([xy(22, 1)]), torch.stack([xy(22, 1)]), radius=3)
     assert found.tolist() == [23.0, 0.0]
 
 
@@ -74,7 +74,7 @@ def optimise_center(handle, target, steps=25, lr=0.05):
     center = handle.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([center], lr=lr)
     for _ in range(steps):
-        loss = motion_supervision_loss(bump(center), [handle], [target], radius=1, reach_threshold=2.0)
+        loss = motion_supervision_loss(bump(center), torch.stack([handle]), torch.stack([target]), radius=1, reach_threshold=2.0)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -111,7 +111,7 @@ def test_motion_supervision_gradient_on_a_feature_map_shifts_its_centroid():
     # patch into a plateau - in the method the tracker moves the handle between steps.)
     optimiser = torch.optim.SGD([features], lr=0.1)
     for _ in range(2):
-        loss = motion_supervision_loss(features, [handle], [target], radius=1, reach_threshold=2.0)
+        loss = motion_supervision_loss(features, torch.stack([handle]), torch.stack([target]), radius=1, reach_threshold=2.0)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -130,7 +130,7 @@ def test_motion_supervision_gradient_on_a_feature_map_shifts_its_centroid():
 def test_no_supervision_once_the_handle_is_within_reach():
     handle, target = xy(6, 8), xy(7.5, 8)          # 1.5 px < reach threshold 2
     center = handle.clone().requires_grad_(True)
-    loss = motion_supervision_loss(bump(center), [handle], [target], radius=1, reach_threshold=2.0)
+    loss = motion_supervision_loss(bump(center), torch.stack([handle]), torch.stack([target]), radius=1, reach_threshold=2.0)
     assert float(loss.detach()) == 0.0
     if loss.requires_grad:
         loss.backward()
@@ -141,8 +141,8 @@ def test_reached_pairs_do_not_contribute_but_unfinished_ones_do():
     handle_far, target_far = xy(6, 8), xy(13, 8)
     handle_near, target_near = xy(14, 4), xy(15, 4)
     features = bump(xy(6, 8))
-    alone = motion_supervision_loss(features, [handle_far], [target_far], 1, 2.0)
-    both = motion_supervision_loss(features, [handle_far, handle_near], [target_far, target_near], 1, 2.0)
+    alone = motion_supervision_loss(features, torch.stack([handle_far]), torch.stack([target_far]), 1, 2.0)
+    both = motion_supervision_loss(features, torch.stack([handle_far, handle_near]), torch.stack([target_far, target_near]), 1, 2.0)
     assert float(alone) > 0
     assert torch.equal(alone, both)
 

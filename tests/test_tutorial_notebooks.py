@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dragwidget.loading import embedded_model_path
+from dragwidget.model_source import embedded_model_path
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -2,8 +2,8 @@
 
 Placeholders in a page's Markdown are replaced when the site is built:
 `<!-- cli-reference -->` by the help of every command (from `dragwidget.cli.build_parser`),
-`<!-- config-reference -->` by every `DragConfig` field with its default and the comment that
-gives its meaning and reference value, `<!-- widget-traits -->` by the widget's traits.
+`<!-- config-reference -->` by every `DragConfig` field with its default, its description and the
+comment that gives its reference value, `<!-- widget-traits -->` by the widget's traits.
 """
 
 from __future__ import annotations
@@ -59,11 +59,12 @@ def config_reference() -> str:
     from dragwidget.config import DragConfig
 
     comments = _field_comments(DragConfig)
-    rows = ["| field | default | meaning and reference value |", "|---|---|---|"]
+    rows = ["| field | default | what it is | notes and reference value |", "|---|---|---|---|"]
     for field in dataclasses.fields(DragConfig):
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        meaning = comments.get(field.name, "").replace("|", "\\|")
-        rows.append(f"| `{field.name}` | `{default!r}` | {meaning} |")
+        what = field.metadata.get("help", "").replace("|", "\\|")
+        notes = comments.get(field.name, "").replace("|", "\\|")
+        rows.append(f"| `{field.name}` | `{default!r}` | {what} | {notes} |")
     return "\n".join(rows) + "\n"
 
 

@@ -1,26 +1,16 @@
 """dragwidget: DragDiffusion point-based image editing, as a Python API, a CLI and a Jupyter widget.
 
-The engine (torch, diffusers) is imported on first use of a name that needs it, so that
-`import dragwidget` and `dragwidget --help` stay instant.
+The package's names are those of the public module `dragwidget.api` (and the widget); the engine
+(torch, diffusers) is imported on first use of a name that needs it, so that `import dragwidget`
+and `dragwidget --help` stay instant.
 """
 
 from typing import TYPE_CHECKING
 
-from .config import DEFAULT_MODEL, DragConfig
-from .errors import DragCancelled, DragWidgetError, InputError, ModelNotFoundError
-
-# public name -> the module that defines it, imported when the name is first read
-_LAZY = {
-    "DragEditor": ".editor", "DragRequest": ".editor", "DragResult": ".editor", "PreparedImage": ".editor",
-    "Progress": ".editor", "PointPair": ".image_input", "DiffusionModel": ".loading", "load_model": ".loading",
-    "DragWidget": ".widget",
-}
+from .api import DEFAULT_MODEL, DragCancelled, DragConfig, DragWidgetError, InputError, ModelNotFoundError, PointPair
 
 if TYPE_CHECKING:
-    from .editor import DragEditor, DragRequest, DragResult, PreparedImage, Progress
-    from .image_input import PointPair
-    from .loading import DiffusionModel, load_model
-    from .widget import DragWidget
+    from .api import DiffusionModel, DragEditor, DragRequest, DragResult, PreparedImage, Progress, load_model  # noqa: F401
 
 __all__ = [
     "DEFAULT_MODEL", "DragConfig", "DragEditor", "DragRequest", "DragResult", "PreparedImage", "Progress",
@@ -31,14 +21,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'dragwidget' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value          # later reads don't come back here
-    return value
+    if name == "DragWidget":
+        from . import widget
+        return widget.DragWidget
+    if name in __all__:
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'dragwidget' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(__all__) | {"DragWidget"})

@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from .cli_inputs import check_output_file, check_output_folder, settings_changes, sweep_values, whole_number
-from .config import DEFAULT_MODEL
 from .dragbench.commands import add_dragbench_parsers
-from .errors import DragCancelled, DragWidgetError, InputError
-from .model_source import check_model_available
+from .api import DEFAULT_MODEL, DragCancelled, DragWidgetError, InputError, check_model_available
 from .toy.train_options import DESCRIPTION as TRAIN_DESCRIPTION
 from .toy.train_options import add_arguments as add_training_arguments
 
@@ -68,8 +66,7 @@ def edit(args) -> int:
             raise InputError(f"--report {args.report} is the edited image's own path (--out); give another file")
     check_model_available(args.model, args.vae)
 
-    from .editor import DragEditor, DragRequest
-    from .image_input import load_image, load_mask, normalise_points, validate_prompt
+    from .api import DragEditor, DragRequest, load_image, load_mask, normalise_points, validate_prompt
 
     validate_prompt(args.prompt)
     picture = load_image(args.image)
@@ -108,8 +105,9 @@ def bench_shapes(args) -> int:
     check_output_folder(out, f"--out {out}")
     check_model_available(args.model)
 
-    from .editor import DragEditor
-    from .toy.shapes_bench import format_sweep, format_table, make_cases, run_bench, run_sweep
+    from .api import DragEditor
+    from .toy.bench_report import format_sweep, format_table
+    from .toy.shapes_bench import make_cases, run_bench, run_sweep
 
     editor = DragEditor(args.model, device=args.device)
     config = editor.config.replace_for_method(**changes)
@@ -149,10 +147,10 @@ def train_toy(args) -> int:
 
 def cache(args) -> int:
     """`dragwidget cache info|clear`: the LoRA disk cache's size, or empty it."""
-    from . import lora_cache
+    from .api import cache_info, clear_cache
 
-    removed = lora_cache.clear_cache(args.folder) if args.action == "clear" else None
-    info = lora_cache.cache_info(args.folder)
+    removed = clear_cache(args.folder) if args.action == "clear" else None
+    info = cache_info(args.folder)
     limit = "no limit" if info["max_bytes"] is None else f"limit {info['max_bytes'] / 1e6:.0f} MB"
     if removed is not None:
         print(f"removed {removed} cached LoRA adapter(s) from {info['folder']}")
@@ -168,9 +166,7 @@ def features(args) -> int:
     check_output_file(Path(args.out), "--out")
     check_model_available(args.model)
 
-    from .editor import DragEditor
-    from .feature_maps import FeatureRequest, figure_png
-    from .image_input import load_image
+    from .api import DragEditor, FeatureRequest, figure_png, load_image
 
     picture = load_image(args.image)
     edited = load_image(args.edited) if args.edited else None

@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 from typing import Dict
 
-from .config import check_setting, parse_setting
-from .errors import InputError
+from .api import InputError, check_setting, parse_setting
 
 COMMON_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 

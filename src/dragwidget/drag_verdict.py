@@ -48,10 +48,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .config import DragConfig
-from .fastdrag import connected_to, object_cores   # "what the user grabbed": as FastDrag's rigid core
-from .image_input import PointPair
+from .feature_grid import GridScale
 from .loading import DiffusionModel
-from .locating import best_match, content_features, nearest_cell
+from .locating import best_match, connected_to, content_features, nearest_cell, object_cores
+from .points import PointPair
 
 XY = Tuple[float, float]
 
@@ -275,17 +275,16 @@ def judge(model: DiffusionModel, original: Image.Image, result: Image.Image, pai
     before, after = np.asarray(original.convert("RGB")), np.asarray(result.convert("RGB"))
     radius = patch_radius(original.size)
     verdicts = []
-    scale = original.width / original_features.shape[-1], original.height / original_features.shape[-2]
+    scale = GridScale(original.size, (original_features.shape[-1], original_features.shape[-2]))
     for pair in pairs:
-        handle = [v / k for v, k in zip(pair.handle, scale)]
-        on_grid = best_match(original_features[0], result_features[0], handle).best
-        found = (float(on_grid[0]) * scale[0], float(on_grid[1]) * scale[1])
+        handle = scale.to_grid(pair.handle)
+        found = scale.to_image(best_match(original_features[0], result_features[0], handle).best)
         length = math.dist(pair.handle, pair.target)
         error = appearance_error(before, after, pair.handle, found, radius)
-        drag = [(t - h) / k for t, h, k in zip(pair.target, pair.handle, scale)]
+        drag = scale.to_grid([t - h for t, h in zip(pair.target, pair.handle)])
         region = match_region(original_features, result_features, handle, drag, config)
-        region = dataclasses.replace(region, offset=(region.offset[0] * scale[0], region.offset[1] * scale[1]),
-                                     centre_offset=(region.centre_offset[0] * scale[0], region.centre_offset[1] * scale[1]))
+        region = dataclasses.replace(region, offset=scale.to_image(region.offset),
+                                     centre_offset=scale.to_image(region.centre_offset))
         fit_distance, region_distance = (math.dist((pair.handle[0] + x, pair.handle[1] + y), pair.target)
                                          for x, y in (region.offset, region.centre_offset))
         fit_apart = math.dist(region.offset, region.centre_offset)

@@ -1,8 +1,10 @@
-"""The supervision grid: where handles and targets live while the drag runs.
+"""Grids laid over a picture, and the one conversion of points between a picture's pixels and a
+grid's cells (`GridScale`).
 
-The drag reads UNet features upsampled to `feature_scale` of the working size (half of it in the
-reference, 256x256 for a 512-px image). Points arrive in the input image's pixels and go back to
-them in the result; every conversion between the two goes through a `FeatureGrid`.
+The drag's supervision grid (`FeatureGrid`): UNet features upsampled to `feature_scale` of the
+working size (half of it in the reference, 256x256 for a 512-px image). Points arrive in the input
+image's pixels and go back to them in the result. The feature maps, the verdict's locating grid and
+FastDrag's latent cells convert through the same `GridScale`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,29 @@ def grid_shape(working_size: Tuple[int, int], feature_scale: float) -> Tuple[int
 
 
 @dataclass(frozen=True)
+class GridScale:
+    """A (width, height) grid stretched over a (width, height) picture. Corner-aligned: grid point
+    (0, 0) is the picture's corner and the scale is the same everywhere (the reference's handle
+    scaling; offsets scale the same way); `centre_*`: cell centres on pixel centres (FastDrag's
+    latent cells, where a cell's index is its centre's coordinate)."""
+
+    image_size: Tuple[int, int]
+    grid_size: Tuple[int, int]
+
+    def to_grid(self, point: Sequence[float]) -> XY:
+        return tuple(float(v) * g / s for v, g, s in zip(point, self.grid_size, self.image_size))
+
+    def to_image(self, point: Sequence[float]) -> XY:
+        return tuple(float(v) * s / g for v, g, s in zip(point, self.grid_size, self.image_size))
+
+    def centre_to_grid(self, point: Sequence[float]) -> XY:
+        return tuple((float(v) + 0.5) * g / s - 0.5 for v, g, s in zip(point, self.grid_size, self.image_size))
+
+    def centre_to_image(self, point: Sequence[float]) -> XY:
+        return tuple((float(v) + 0.5) * s / g - 0.5 for v, g, s in zip(point, self.grid_size, self.image_size))
+
+
+@dataclass(frozen=True)
 class FeatureGrid:
     image_size: Tuple[int, int]     # (width, height) of the input image
     shape: Tuple[int, int]          # (height, width) of the grid
@@ -28,6 +53,10 @@ class FeatureGrid:
     @classmethod
     def for_image(cls, image_size: Tuple[int, int], working_size: Tuple[int, int], config) -> "FeatureGrid":
         return cls(tuple(image_size), grid_shape(working_size, config.feature_scale))
+
+    @property
+    def scale(self) -> GridScale:
+        return GridScale(self.image_size, (self.shape[1], self.shape[0]))
 
     @property
     def cell(self) -> float:
@@ -41,13 +70,13 @@ class FeatureGrid:
         input is more than twice the grid's size; those are clamped onto the last cell, where their
         content is. Every other point maps as in the reference.
         """
-        (x, y), (width, height), (rows, columns) = point, self.image_size, self.shape
-        return float(min(round(x * columns / width), columns - 1)), float(min(round(y * rows / height), rows - 1))
+        (x, y), (rows, columns) = self.scale.to_grid(point), self.shape
+        return float(min(round(x), columns - 1)), float(min(round(y), rows - 1))
 
     def to_image(self, point: Sequence[float]) -> XY:
         """Grid (x, y) -> input pixels, to 2 decimals (what results and progress events report)."""
-        return (round(float(point[0]) * self.image_size[0] / self.shape[1], 2),
-                round(float(point[1]) * self.image_size[1] / self.shape[0], 2))
+        x, y = self.scale.to_image(point)
+        return round(x, 2), round(y, 2)
 
     def grid_distance(self, handle: Sequence[float], target: Sequence[float]) -> float:
         return math.dist(self.to_grid(handle), self.to_grid(target))

@@ -42,8 +42,9 @@ from .config import DragConfig
 from .ddim_inversion import ddim_scheduler, drag_timestep_index, invert
 from .encoding import encode_image, image_to_tensor
 from .errors import InputError
-from .feature_grid import grid_shape
+from .feature_grid import GridScale, grid_shape
 from .image_input import ImageLike, load_image
+from .prepared_image import PreparedImage
 from .progress import Progress, ProgressReporter
 from .unet_features import decoder_block, unet_with_features
 
@@ -67,7 +68,7 @@ class FeatureRequest:
     steps: Optional[Sequence[int]] = None
     blocks: Optional[Sequence[int]] = None
     config: Optional[DragConfig] = None
-    prepared: Optional["PreparedImage"] = None  # noqa: F821 (editor.PreparedImage)
+    prepared: Optional[PreparedImage] = None
     max_size: int = DEFAULT_MAX_SIZE            # longest side of the feature grid, at most the drag's
 
     @classmethod
@@ -124,13 +125,10 @@ class FeatureMaps:
     def _repr_png_(self) -> bytes:  # `maps` on its own in a notebook cell shows the grid
         return figure_png(self.figure())
 
-    def to_grid(self, xy, image_size: Tuple[int, int]) -> Tuple[float, float]:
-        """(x, y) in pixels of a picture of `image_size` (w, h) -> feature-grid coordinates, scaled
-        as `DragEditor.drag` scales handles, so positions compare with `DragResult.handles`."""
-        return tuple(float(v) * g / s for v, g, s in zip(xy, (self.grid[1], self.grid[0]), image_size))
-
-    def from_grid(self, xy, image_size: Tuple[int, int]) -> Tuple[float, float]:
-        return tuple(float(v) * s / g for v, g, s in zip(xy, (self.grid[1], self.grid[0]), image_size))
+    def scale(self, image_size: Tuple[int, int]) -> GridScale:
+        """Pixels of a picture of `image_size` (w, h) <-> this feature grid, scaled as the drag
+        scales handles, so positions compare with `DragResult.handles`."""
+        return GridScale(tuple(image_size), (self.grid[1], self.grid[0]))
 
 
 # ---------------------------------------------------------------------------- steps, blocks, grid
@@ -177,28 +175,13 @@ def _strength_for(steps: int, config: DragConfig) -> float:
 # ---------------------------------------------------------------------------- latents and features
 def inversion_latents(model, clean_latent: torch.Tensor, text_embedding: torch.Tensor, config: DragConfig,
                       steps: Sequence[int], on_step=None) -> Dict[int, torch.Tensor]:
-    """The latent after each of `steps` inversion steps, from ONE run of the engine's `invert`.
-
-    `invert` feeds the UNet the latent after k steps at its (k+1)-th call, so a pre-hook on the
-    UNet keeps those; the deepest latent is what `invert` returns.
-    """
-    inputs = []
-
-    def keep(module, args, kwargs):
-        inputs.append((args[0] if args else kwargs["sample"]).detach().clone())
-
+    """The latent after each of `steps` inversion steps, from ONE run of the engine's `invert` (the
+    latent before its step k is the latent after k steps; the deepest is what it returns)."""
+    levels = []
     deepest = max(steps)
-    hook = model.unet.register_forward_pre_hook(keep, with_kwargs=True)
-    try:
-        last = invert(model, clean_latent, text_embedding,
-                      config.replace(inversion_strength=_strength_for(deepest, config)), on_step=on_step)
-    finally:
-        hook.remove()
-    if len(inputs) != deepest:  # `invert` no longer calls the UNet once per step: ask it for each count
-        return {k: last if k == deepest else invert(
-            model, clean_latent, text_embedding, config.replace(inversion_strength=_strength_for(k, config)))
-            for k in steps}
-    return {k: (last if k == deepest else inputs[k]) for k in steps}
+    last = invert(model, clean_latent, text_embedding, config.replace(inversion_strength=_strength_for(deepest, config)),
+                  on_step=on_step, levels=levels)
+    return {k: (last if k == deepest else levels[k]) for k in steps}
 
 
 @torch.no_grad()

@@ -57,3 +57,23 @@ def generate_keeping_latents(
         if on_step is not None:
             on_step(index + 1, len(scheduler.timesteps))
     return Generated(decode_latents(model, latents), drag_latent, text_embedding, uncond_embedding)
+
+
+@torch.no_grad()
+def reconstruct(model: DiffusionModel, image, prompt: str, config: Optional[DragConfig]):
+    """`image` inverted to the drag's timestep and denoised back without a drag (config None: through
+    the VAE alone): what an edit that moved nothing would give, the model's own loss of detail."""
+    from PIL import Image
+
+    from .ddim_inversion import invert
+    from .denoise_decode import decode, denoise
+    from .encoding import encode_image, image_to_tensor, tensor_to_image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    latent = encode_image(model, image_to_tensor(picture, model.device))
+    if config is not None:
+        text = encode_prompt(model, prompt)
+        inverted = invert(model, latent, text, config)
+        latent = denoise(model, ddim_scheduler(model, config), drag_timestep_index(config), inverted, inverted, text,
+                         config)
+    return tensor_to_image(decode(model, latent))

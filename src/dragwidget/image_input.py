@@ -1,7 +1,5 @@
-"""Turning what the user gives (image, points, mask, prompt) into checked, working-resolution tensors.
-
-Coordinates are always input-image pixels, x to the right and y down, in the image as it is
-displayed (after its EXIF orientation is applied).
+"""Turning what the user gives (image, mask, prompt) into checked pictures, masks and text
+(the points: `points`).
 
 Size policy: images above `DEFAULT_MAX_PIXELS` (50 megapixels) are refused before they are decoded.
 The edit runs at the working resolution (512 px wide for SD 1.5) whatever the input's size, so a
@@ -15,30 +13,18 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
-from .feature_grid import FeatureGrid
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
-Point = Tuple[float, float]
 
 DEFAULT_MAX_PIXELS = 50_000_000
 MAX_PIXELS_ENV = "DRAGWIDGET_MAX_PIXELS"
-
-
-@dataclass(frozen=True)
-class PointPair:
-    handle: Point
-    target: Point
-
-    def to_dict(self) -> dict:
-        return {"handle": [float(v) for v in self.handle], "target": [float(v) for v in self.target]}
 
 
 def max_pixels_allowed(max_pixels: Optional[int] = None) -> int:
@@ -218,89 +204,6 @@ def working_size(width: int, height: int, working_width: int, multiple: int) -> 
     return new_width, new_height
 
 
-def check_drag_lengths(pairs: List[PointPair], grid: FeatureGrid, config) -> None:
-    """Refuse pairs that would count as reached before moving: the drag stops as soon as every
-    handle is within `config.reach_threshold` feature-grid cells of its target."""
-    for index, pair in enumerate(pairs, start=1):
-        cells = grid.grid_distance(pair.handle, pair.target)
-        if cells < config.reach_threshold:
-            raise InputError(
-                f"pair {index}: handle ({pair.handle[0]:g}, {pair.handle[1]:g}) -> target ({pair.target[0]:g}, "
-                f"{pair.target[1]:g}) is {math.dist(pair.handle, pair.target):.1f} px long, "
-                f"{cells:g} cells of the {grid.shape[1]}x{grid.shape[0]} feature grid; the drag stops "
-                f"when a handle is within reach_threshold={config.reach_threshold:g} cells of its target, so this "
-                f"pair would not move. Make it at least about {config.reach_threshold * grid.cell:.1f} px long "
-                "(or lower reach_threshold)")
-
-
-def parse_points_text(text: str) -> List[PointPair]:
-    """Parse the CLI form "hx,hy,tx,ty[;hx,hy,tx,ty...]"."""
-    numbers = []
-    for chunk in text.replace(";", ",").split(","):
-        chunk = chunk.strip()
-        if not chunk:
-            continue
-        try:
-            numbers.append(float(chunk))
-        except ValueError:
-            raise InputError(f"--points: {chunk!r} is not a number; expected \"hx,hy,tx,ty[;hx,hy,tx,ty...]\"") from None
-    if len(numbers) % 4:
-        raise InputError(
-            f"--points: got {len(numbers)} numbers; each pair needs 4 (handle x,y then target x,y), "
-            f"e.g. \"10,20,30,20;40,40,40,60\"")
-    return [PointPair((numbers[i], numbers[i + 1]), (numbers[i + 2], numbers[i + 3]))
-            for i in range(0, len(numbers), 4)]
-
-
-def normalise_points(points: Union[str, Iterable], width: int, height: int) -> List[PointPair]:
-    """Accept pairs as PointPair, {"handle": [x, y], "target": [x, y]}, ((hx, hy), (tx, ty)) or a
-    flat list alternating handle, target (the DragBench layout); check them against the image."""
-    if isinstance(points, str):
-        pairs = parse_points_text(points)
-    else:
-        items = list(points)
-        if items and all(_is_xy(item) for item in items):
-            if len(items) % 2:
-                raise InputError(f"a flat point list alternates handle and target, but has {len(items)} points")
-            items = [(items[i], items[i + 1]) for i in range(0, len(items), 2)]
-        pairs = [_to_pair(item, index) for index, item in enumerate(items)]
-    if not pairs:
-        raise InputError("no point pairs given: add at least one handle -> target pair")
-    for index, pair in enumerate(pairs, start=1):
-        for role, (x, y) in (("handle", pair.handle), ("target", pair.target)):
-            if not (math.isfinite(x) and math.isfinite(y)):
-                raise InputError(f"pair {index}: {role} ({x}, {y}) is not a finite point")
-            if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
-                raise InputError(
-                    f"pair {index}: {role} ({x:g}, {y:g}) is outside the {width}x{height} image "
-                    f"(x must be in 0..{width - 1}, y in 0..{height - 1})")
-        if pair.handle == pair.target:
-            raise InputError(
-                f"pair {index}: handle and target are the same point ({pair.handle[0]:g}, {pair.handle[1]:g}); "
-                "move the target or remove the pair")
-    return pairs
-
-
-def _is_xy(item) -> bool:
-    return isinstance(item, (list, tuple, np.ndarray)) and len(item) == 2 and all(
-        isinstance(v, (int, float, np.integer, np.floating)) for v in item)
-
-
-def _to_pair(item, index: int) -> PointPair:
-    try:
-        if isinstance(item, PointPair):
-            return item
-        if isinstance(item, dict):
-            handle, target = item["handle"], item["target"]
-        else:
-            handle, target = item
-        return PointPair((float(handle[0]), float(handle[1])), (float(target[0]), float(target[1])))
-    except (KeyError, TypeError, ValueError, IndexError):
-        raise InputError(
-            f"point pair {index + 1} ({item!r}) is not understood; use "
-            "{'handle': [x, y], 'target': [x, y]} or ((hx, hy), (tx, ty))") from None
-
-
 def load_mask(source, width: int, height: int) -> Optional[np.ndarray]:
     """A boolean HxW array (True = may change) at the input image's size, or None for "no mask".
 
@@ -332,22 +235,3 @@ def load_mask(source, width: int, height: int) -> Optional[np.ndarray]:
         mask_image = mask_image.resize((width, height), Image.NEAREST)
     mask = np.asarray(mask_image) > 127
     return mask if mask.any() else None
-
-
-@dataclass(frozen=True)
-class CheckedRequest:
-    """A drag's points and mask, checked once against its image on the way in."""
-
-    pairs: List[PointPair]
-    editable: Optional[np.ndarray]     # True = may change, at the image's size; None = no mask
-    grid: FeatureGrid
-
-
-def check_drag_request(points, mask, image_size: Tuple[int, int], working_size: Tuple[int, int],
-                       config) -> CheckedRequest:
-    """Every check of a drag's input before any work: pairs on the image, long enough for the
-    feature grid, and a readable mask."""
-    pairs = normalise_points(points, *image_size)
-    grid = FeatureGrid.for_image(image_size, working_size, config)
-    check_drag_lengths(pairs, grid, config)
-    return CheckedRequest(pairs, load_mask(mask, *image_size), grid)

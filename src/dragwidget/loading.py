@@ -21,9 +21,8 @@ import torch
 
 from .config import DEFAULT_MODEL
 from .errors import ModelNotFoundError
-# embedded_model_names, embedded_model_path and resolve_model are read from here by the widget and the tests
-from .model_source import (ModelSource, embedded_model_names, embedded_model_path, locate_model, locate_vae,
-                           not_found_message, recommended_settings, repository_files, resolve_model)
+from .model_source import (ModelSource, locate_model, locate_vae, not_found_message, recommended_settings,
+                           repository_files)
 
 HALF_PRECISION_VARIANT = "fp16"
 # a weights file of that variant, whole or a shard: "model.fp16.safetensors", "model.fp16-00001-of-00002.safetensors"
@@ -71,6 +70,9 @@ class DiffusionModel:
     # embedded toy ships one; DIFT's block 1 at t = 261 otherwise): DragBench's MD and the verdict.
     locating_settings: dict = field(default_factory=dict)
     lock: "threading.RLock" = field(default=TORCH_STATE_LOCK, repr=False, compare=False)
+    # The LoRA weights now in the UNet (None: none), so that every editor of this model knows what
+    # its next run finds there; the weights themselves, not an id(), which could be reused.
+    installed_lora: Optional[dict] = field(default=None, repr=False, compare=False)
 
     @property
     def vae_scale_factor(self) -> int:

@@ -111,3 +111,39 @@ def best_match(features_a: torch.Tensor, features_b: torch.Tensor, point: Sequen
     heatmap = similarity_map(features_a, features_b, query)
     row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     return Match(query, (int(col), int(row)), float(heatmap[row, col]), heatmap)
+
+
+def object_cores(features: torch.Tensor, handles: torch.Tensor, region: torch.Tensor, similarity: float
+                 ) -> torch.Tensor:
+    """pairs x h x w bool: for each handle, the region cells whose feature is more than `similarity`
+    cosine-similar to the feature at the handle and that connect to the handle's cell through such
+    cells (the object the user grabbed, not others that look like it).
+
+    `features` is 1xCxHxW over the whole picture (any size; the handle's feature is read at full
+    size, the cells' averaged over each cell)."""
+    height, width = region.shape
+    features = features.float().to(region.device)
+    cells = F.interpolate(features, size=(height, width), mode="area") if features.shape[-1] >= width else \
+        F.interpolate(features, size=(height, width), mode="bilinear", align_corners=False)
+    scale_x, scale_y = features.shape[-1] / width, features.shape[-2] / height
+    cores = []
+    for hx, hy in handles.tolist():
+        fx = min(max(int((hx + 0.5) * scale_x), 0), features.shape[-1] - 1)
+        fy = min(max(int((hy + 0.5) * scale_y), 0), features.shape[-2] - 1)
+        similar = F.cosine_similarity(features[0, :, fy, fx][:, None, None], cells[0], dim=0) > similarity
+        similar &= region
+        seed = torch.zeros_like(region)
+        cx, cy = nearest_cell((hx, hy), width, height)
+        seed[cy, cx] = bool(region[cy, cx])
+        cores.append(connected_to(seed, similar | seed))
+    return torch.stack(cores)
+
+
+def connected_to(seed: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The cells of `allowed` reachable from `seed` through 8-connected `allowed` cells."""
+    grown = seed & allowed
+    while True:
+        wider = F.max_pool2d(grown.float()[None, None], 3, stride=1, padding=1)[0, 0].bool() & allowed
+        if torch.equal(wider, grown):
+            return grown
+        grown = wider

@@ -11,7 +11,7 @@ is pulled along is always the original content, so small errors cannot pile up s
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,17 +39,17 @@ def sample_features(features: torch.Tensor, points_xy: torch.Tensor) -> torch.Te
 
 def motion_supervision_loss(
     features: torch.Tensor,
-    handles: Sequence[torch.Tensor],
-    targets: Sequence[torch.Tensor],
+    handles: torch.Tensor,
+    targets: torch.Tensor,
     radius: int,
     reach_threshold: float,
     reference: Optional[torch.Tensor] = None,
-    reference_handles: Optional[Sequence[torch.Tensor]] = None,
+    reference_handles: Optional[torch.Tensor] = None,
     step_length: Optional[float] = None,
 ) -> torch.Tensor:
     """Sum over unfinished pairs of (2r+1)^2 * L1(F[patch(p)].detach(), F[patch(p + d)]).
 
-    `handles`/`targets` are (x, y) tensors on the feature grid. Pairs already within
+    `handles`/`targets` are N x 2 (x, y) on the feature grid. Pairs already within
     `reach_threshold` contribute nothing, as in the reference. With `reference` (the original's
     features) and `reference_handles` (the initial handles), the target patch is
     reference[patch(p0)] instead (information-preserving supervision). `step_length`: the patch

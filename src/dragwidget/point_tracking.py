@@ -7,27 +7,21 @@ position, within a (2 r_p + 1)^2 window around its current position, whose featu
 
 from __future__ import annotations
 
-from typing import List, Sequence
-
 import torch
 
 from .motion_supervision import patch_offsets
-
-
-def as_points(points: Sequence[torch.Tensor]) -> torch.Tensor:
-    """A sequence of (x, y) tensors (or an N x 2 tensor) -> N x 2 tensor, without leaving the device."""
-    return torch.stack(list(points))
 
 
 @torch.no_grad()
 def track_points(
     initial_features: torch.Tensor,
     features: torch.Tensor,
-    initial_handles: Sequence[torch.Tensor],
-    handles: Sequence[torch.Tensor],
+    initial_handles: torch.Tensor,
+    handles: torch.Tensor,
     radius: int,
-) -> List[torch.Tensor]:
-    """Return the new (x, y) handle positions (integer grid pixels).
+) -> torch.Tensor:
+    """Return the new N x 2 (x, y) handle positions (integer grid pixels) from N x 2 initial and
+    current ones.
 
     Every window is searched at once with index arithmetic on the features' device, so tracking
     never reads a position back to the host (that would stall a GPU every step).
@@ -37,8 +31,8 @@ def track_points(
     def flat_index(points):   # (x, y) -> index into a flattened map, clamped to the map
         return (points[..., 1].clamp(0, height - 1) * width + points[..., 0].clamp(0, width - 1)).long()
 
-    start = as_points(initial_handles).round()
-    current = as_points(handles).round()
+    start = initial_handles.round()
+    current = handles.round()
     reference = initial_features[0].flatten(1)[:, flat_index(start)]                      # C x N
     # Candidate positions in row-major window order, so that ties resolve as a window scan would.
     candidates = current[:, None, :] + patch_offsets(radius, features.device)[None]        # N x K x 2
@@ -47,5 +41,4 @@ def track_points(
     window = features[0].flatten(1)[:, flat_index(candidates)]                            # C x N x K
     distance = (window - reference[:, :, None]).abs().sum(dim=0).masked_fill(~inside, float("inf"))
     best = distance.argmin(dim=1)
-    found = candidates[torch.arange(len(best), device=best.device), best]
-    return list(found.unbind(0))
+    return candidates[torch.arange(len(best), device=best.device), best]

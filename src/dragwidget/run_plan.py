@@ -34,10 +34,41 @@ class RunPlan:
     steps: Dict[str, int]
     expected_seconds: Optional[Dict[str, float]]    # stage -> seconds; None until each stage that runs was measured
     measured_here: bool = True                      # False: some stage's time is the model's shipped figure
+    lora_looked_up: bool = True                     # False: the disk cache was not looked at (model not loaded)
+
+    @classmethod
+    def before_loading(cls, lora_steps: int, shipped: Dict[str, float]) -> "RunPlan":
+        """What the first run on a model not loaded yet does before its drag, as far as the model's
+        shipped figures tell: a LoRA of `lora_steps` (unless the disk cache has one)."""
+        steps = {"lora": lora_steps}
+        return cls(needs_lora=lora_steps > 0, lora_steps=lora_steps, steps=steps,
+                   expected_seconds=seconds_for(steps, shipped), measured_here=False, lora_looked_up=False)
 
     @property
     def total_seconds(self) -> Optional[float]:
         return None if self.expected_seconds is None else sum(self.expected_seconds.values())
+
+    def lora_message(self) -> str:
+        """What the run does before its drag, in words ('' when it trains no LoRA)."""
+        if not self.needs_lora:
+            return ""
+        expected = self.expected_seconds
+        if not self.lora_looked_up:
+            cost = (f"about {expected['lora']:.0f} s by the model's own figures" if expected
+                    else "its time is known once the model has run here")
+            return (f"the first Run on this image fine-tunes a LoRA first ({self.lora_steps} steps, unless an "
+                    f"earlier one is in the disk cache; {cost})")
+        cost = (f"about {expected.get('lora', 0):.0f} s, {self.total_seconds:.0f} s for the whole run"
+                + ("" if self.measured_here else " by the model's own figures; measured here after this run")
+                if expected else "no time measured yet with this model here")
+        return f"the first Run on this image fine-tunes a LoRA first ({self.lora_steps} steps; {cost})"
+
+
+def seconds_for(steps: Dict[str, int], rates: Dict[str, Optional[float]]) -> Optional[Dict[str, float]]:
+    """Stage -> seconds for `steps` at `rates` (seconds per step); None when a stage that runs has no rate."""
+    if any(rates.get(stage) is None for stage, count in steps.items() if count > 0):
+        return None
+    return {stage: rates[stage] * count if count > 0 else 0.0 for stage, count in steps.items()}
 
 
 def rate_key(model, working_size: Tuple[int, int], lora_batch_size: int) -> str:
@@ -84,10 +115,8 @@ class StageRates:
         shipped = shipped or {}
         measured = {stage: self.rate(key, stage) for stage, count in steps.items() if count > 0}
         rates = {stage: shipped.get(stage) if rate is None else rate for stage, rate in measured.items()}
-        if any(rate is None for rate in rates.values()):
-            return None, False
-        seconds = {stage: rates[stage] * count if count > 0 else 0.0 for stage, count in steps.items()}
-        return seconds, all(rate is not None for rate in measured.values())
+        seconds = seconds_for(steps, rates)
+        return seconds, seconds is not None and all(rate is not None for rate in measured.values())
 
     def _known(self) -> Dict[str, Dict[str, float]]:
         if self._rates is None:

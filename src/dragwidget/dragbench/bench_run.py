@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from ..config import DragConfig
-from ..errors import DragCancelled, DragWidgetError
+from ..api import DragCancelled, DragConfig, DragWidgetError
 from .samples import DragBenchSample, load_sample
 
 RESULT_IMAGE = "dragged_image.png"
@@ -42,7 +41,7 @@ def _write_atomically(path: Path, write) -> None:
 
 def edit_sample(editor, sample: DragBenchSample, out: Path, config: DragConfig) -> dict:
     """Edit one sample and write its result; return what result.json holds."""
-    from ..editor import DragRequest
+    from ..api import DragRequest
 
     loaded = load_sample(sample)
     started = time.perf_counter()

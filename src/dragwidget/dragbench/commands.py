@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import List
 
 from ..cli_inputs import check_output_file, check_output_folder, settings_changes, sweep_values, whole_number
-from ..config import DEFAULT_MODEL
-from ..errors import InputError
-from ..model_source import check_model_available
+from ..api import DEFAULT_MODEL, InputError, check_model_available
 from . import DIFT_MODEL, METRICS
 
 
@@ -43,7 +41,7 @@ def bench_dragbench(args) -> int:
     metrics = parse_metrics(args.metrics)
     check_model_available(args.model)
 
-    from ..editor import DragEditor
+    from ..api import DragEditor
 
     editor = DragEditor(args.model, device=args.device)
     base = editor.config.replace_for_method(**changes)
@@ -95,7 +93,7 @@ def bench_dragbench(args) -> int:
 
 def load_scorers(metrics: List[str], args) -> dict:
     """What `dragbench.metrics.evaluate` needs for these metrics (LPIPS first: it fails fast when missing)."""
-    from ..loading import default_device
+    from ..api import default_device
     from .dift import load_dift
     from .metrics import load_lpips
 

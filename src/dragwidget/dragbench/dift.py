@@ -10,9 +10,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import InputError, ModelNotFoundError
-from ..loading import load_model
-from ..locating import DIFT_BLOCK, DIFT_ENSEMBLE, DIFT_TIMESTEP
+from ..api import DIFT_BLOCK, DIFT_ENSEMBLE, DIFT_TIMESTEP, InputError, ModelNotFoundError, load_model
 from . import DIFT_MODEL
 
 

@@ -25,10 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..cpu_threads import use_cpu_threads
-from ..encoding import image_to_tensor
-from ..errors import DragWidgetError
-from ..locating import DIFT_SEED, best_match, dift_features
+from ..api import DIFT_SEED, DragWidgetError, best_match, dift_features, image_to_tensor, use_cpu_threads
 from .bench_run import RESULT_IMAGE
 from .dift import DiftSettings
 from .samples import DragBenchSample, SampleError, load_sample

@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
+from ..api import InputError
 
 IMAGE_FILE = "original_image.png"
 META_FILE = "meta_data.pkl"

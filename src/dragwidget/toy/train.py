@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..tiny_model import SCHEDULER_CONFIG, create_components, save_model_folder, write_tokenizer
+from .model_folder import SCHEDULER_CONFIG, create_components, save_model_folder, write_tokenizer
 from .architectures import ARCHITECTURES, CAPTION_TOKENS
 from .broad_scenes import as_pixels, picture_batch, vocabulary
 from .shapes import IMAGE_SIZE, caption_vocabulary, random_scene, render

@@ -18,10 +18,9 @@ import traitlets
 from ipycanvas import MultiCanvas, hold_canvas
 from ipyevents import Event
 
-from ..errors import InputError
-from ..image_input import load_image, load_mask, normalise_points
+from ..api import InputError, PointPair, load_image, load_mask, normalise_points
 from . import drawing
-from .history import Checked, EditHistory, Snapshot, Stroke, pair_dict
+from .history import Checked, EditHistory, Snapshot, Stroke
 from .runner import BUSY, RunInProgressError
 
 # "delete" removes the pair whose handle or target is clicked
@@ -36,7 +35,7 @@ class DragCanvas(MultiCanvas):
     """Click handle -> target pairs, paint the region that may change; undo and redo."""
 
     image = traitlets.Any(None, allow_none=True, help="the picture (PIL RGB) or None")
-    points = traitlets.Any([], help='[{"handle": [x, y], "target": [x, y]}, ...] in image pixels')
+    points = traitlets.Any([], help="the PointPairs, in image pixels (set them in any form `PointPair.of` reads)")
     pending = traitlets.Any(None, allow_none=True, help="a handle whose target is still to be clicked")
     mask = Checked(None, help="HxW bool array, True = may change; None without an image")
     mode = traitlets.Enum(MODES, default_value="points")
@@ -91,12 +90,12 @@ class DragCanvas(MultiCanvas):
     def _valid_points(self, proposal):
         return self.checked_points(proposal["value"])
 
-    def checked_points(self, value) -> List[dict]:
+    def checked_points(self, value) -> List[PointPair]:
         if value is None or (hasattr(value, "__len__") and len(value) == 0):
             return []
         if self.image is None:
             raise InputError("set an image before its points")
-        return [pair_dict(p.handle, p.target) for p in normalise_points(value, *self.image.size)]
+        return normalise_points(value, *self.image.size)
 
     @traitlets.validate("mask")
     def _valid_mask(self, proposal):
@@ -161,7 +160,7 @@ class DragCanvas(MultiCanvas):
 
     def _restore(self, snapshot: Snapshot) -> None:
         with self._applying(snapshot.label):
-            self.points = [dict(p) for p in snapshot.points]
+            self.points = list(snapshot.points)
             self.pending = None if snapshot.pending is None else list(snapshot.pending)
             self.mask = snapshot.unpacked_mask()
         self._history_changed()
@@ -222,7 +221,7 @@ class DragCanvas(MultiCanvas):
             if [x, y] == list(self.pending):
                 return "ignored"  # a target on its handle would be refused by the engine
             with self._edit("target"):
-                self.points = self.points + [pair_dict(self.pending, (x, y))]
+                self.points = self.points + [PointPair.of((self.pending, (x, y)))]
                 self.pending = None
             return "target"
 

@@ -14,8 +14,7 @@ from typing import Callable, Tuple
 import ipywidgets as widgets
 import traitlets
 
-from ..config import METHOD_SETTINGS, METHODS, SHARED_SETTINGS, setting_info, settings_of
-from ..errors import InputError
+from ..api import METHOD_SETTINGS, METHODS, SHARED_SETTINGS, InputError, setting_info, settings_of
 
 METHOD_TITLES = {"dragdiffusion": "DragDiffusion (paper)", "gooddrag": "GoodDrag", "fastdrag": "FastDrag"}
 # The DragConfig settings the widget has a trait (of the same name) for: the method, and every

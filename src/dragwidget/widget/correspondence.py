@@ -23,8 +23,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ..feature_maps import FeatureMaps, FeatureRequest
-from ..locating import Match, best_match
+from ..api import FeatureMaps, FeatureRequest, Match, best_match
 
 # ---------------------------------------------------------------------------- the widget
 class CorrespondenceExplorer:
@@ -104,7 +103,7 @@ class CorrespondenceExplorer:
     def click_a(self, x: float, y: float) -> Match:
         """A mouse-down on canvas A at buffer pixels (x, y)."""
         working = (x / self.scale, y / self.scale)
-        return self.set_point(self.maps.to_grid(working, self.maps.images[self.a].size))
+        return self.set_point(self.maps.scale(self.maps.images[self.a].size).to_grid(working))
 
     def select(self, block: Optional[int] = None, step: Optional[int] = None) -> Match:
         """Change block and/or step (what the sliders do) and recompute the match."""
@@ -138,7 +137,7 @@ class CorrespondenceExplorer:
 
     def image_point(self, grid_xy: Sequence[float], row: int) -> Tuple[float, float]:
         """A feature-grid point -> pixels of picture `row` (its working size)."""
-        return self.maps.from_grid(grid_xy, self.maps.images[row].size)
+        return self.maps.scale(self.maps.images[row].size).to_image(grid_xy)
 
     def canvas_point(self, grid_xy: Sequence[float]) -> Tuple[float, float]:
         """Where a feature-grid cell's centre is drawn on a canvas (buffer pixels)."""

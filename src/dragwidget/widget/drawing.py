@@ -14,6 +14,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..api import PointPair
+
 HANDLE_COLOR = "#e0202a"
 TARGET_COLOR = "#1f5bff"
 ARROW_COLOR = "#ffffff"
@@ -64,14 +66,14 @@ def marker_radius(scale: float) -> float:
     return float(min(9.0, max(5.0, 3.0 + 0.6 * scale)))
 
 
-def pair_at(points: List[dict], xy_display: Sequence[float], scale: float) -> Optional[int]:
+def pair_at(points: List[PointPair], xy_display: Sequence[float], scale: float) -> Optional[int]:
     """Index of the pair whose handle or target marker is nearest to display point `xy_display`,
     within twice the marker radius (a click "on or near" it), or None."""
     reach = 2 * marker_radius(scale)
     best, nearest = None, reach
     for index, pair in enumerate(points):
-        for role in ("handle", "target"):
-            u, v = to_display(pair[role], scale)
+        for point in (pair.handle, pair.target):
+            u, v = to_display(point, scale)
             distance = math.hypot(u - xy_display[0], v - xy_display[1])
             if distance <= nearest:
                 best, nearest = index, distance
@@ -212,14 +214,14 @@ def _number(layer, xy, radius: float, number: int) -> None:
     layer.fill_text(str(number), xy[0] + radius + 1, xy[1] - radius)
 
 
-def draw_points(layer, points: List[dict], pending, scale: float, tracked: Optional[Sequence] = None) -> None:
+def draw_points(layer, points: List[PointPair], pending, scale: float, tracked: Optional[Sequence] = None) -> None:
     """Handles red, targets blue, an arrow between, numbered; during a run `tracked` gives the current
     handles (the start handles stay as hollow rings)."""
     radius = marker_radius(scale)
     layer.clear()
     for index, pair in enumerate(points):
-        handle = to_display(pair["handle"], scale)
-        target = to_display(pair["target"], scale)
+        handle = to_display(pair.handle, scale)
+        target = to_display(pair.target, scale)
         if tracked is not None and index < len(tracked):
             _marker(layer, handle, radius, HANDLE_COLOR, hollow=True)
             handle = to_display(tracked[index], scale)
@@ -244,7 +246,7 @@ def draw_cursor(layer, xy_display, radius_display: float, erase: bool) -> None:
 
 
 # ---------------------------------------------------------------------- PIL pictures
-def draw_pairs(image: Image.Image, points: List[dict], handles: Optional[Sequence] = None,
+def draw_pairs(image: Image.Image, points: List[PointPair], handles: Optional[Sequence] = None,
                size: Optional[Tuple[int, int]] = None) -> Image.Image:
     """A copy of `image` (resized to `size`) with the arrows of `points`; `handles` replaces the
     handle positions (the tracked handles of a drag step)."""
@@ -254,9 +256,9 @@ def draw_pairs(image: Image.Image, points: List[dict], handles: Optional[Sequenc
     draw = ImageDraw.Draw(picture)
     radius = max(2.0, min(6.0, 1.0 + 0.04 * max(size)))
     for index, pair in enumerate(points):
-        handle = pair["handle"] if handles is None or index >= len(handles) else handles[index]
+        handle = pair.handle if handles is None or index >= len(handles) else handles[index]
         hx, hy = to_display(handle, scale)
-        tx, ty = to_display(pair["target"], scale)
+        tx, ty = to_display(pair.target, scale)
         draw.line([(hx, hy), (tx, ty)], fill=(255, 255, 255), width=max(1, round(radius / 2)))
         for (x, y), color in (((tx, ty), TARGET_RGB), ((hx, hy), HANDLE_RGB)):
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=color, outline=(255, 255, 255))
@@ -272,7 +274,7 @@ def gif_size(width: int, height: int, target: int = 256) -> Tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def drag_gif(frames: List[Tuple[Image.Image, Sequence]], points: List[dict], original_size: Tuple[int, int],
+def drag_gif(frames: List[Tuple[Image.Image, Sequence]], points: List[PointPair], original_size: Tuple[int, int],
              frame_ms: int = 160, last_ms: int = 1500) -> bytes:
     """An animated GIF: each frame an image (any size; it is resized) with the handles at that step."""
     if not frames:

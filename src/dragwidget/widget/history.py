@@ -13,6 +13,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import traitlets
 
+from ..api import PointPair
+
 XY = Tuple[float, float]
 Box = Tuple[int, int, int, int]
 
@@ -21,15 +23,6 @@ class Checked(traitlets.Any):
     """Any value, None included, goes through the owner's validator (plain Any lets None by)."""
 
     allow_none = False
-
-
-def pair_dict(handle: Sequence[float], target: Sequence[float]) -> dict:
-    return {"handle": [_number(handle[0]), _number(handle[1])], "target": [_number(target[0]), _number(target[1])]}
-
-
-def _number(value) -> float:
-    value = float(value)
-    return int(value) if value.is_integer() else value
 
 
 def paint_capsule(mask: np.ndarray, start: XY, end: XY, radius: float, value: bool) -> Optional[Box]:
@@ -75,13 +68,14 @@ class Snapshot:
     """The edit data at one moment; `mask` packed (bits, shape)."""
 
     label: str
-    points: Tuple[dict, ...]
+    points: Tuple[PointPair, ...]
     pending: Optional[XY]
     mask: Tuple[np.ndarray, Tuple[int, int]]
 
     @classmethod
-    def of(cls, label: str, points: List[dict], pending: Optional[Sequence[float]], mask: np.ndarray) -> "Snapshot":
-        return cls(label, tuple(pair_dict(p["handle"], p["target"]) for p in points),
+    def of(cls, label: str, points: List[PointPair], pending: Optional[Sequence[float]], mask: np.ndarray
+           ) -> "Snapshot":
+        return cls(label, tuple(points),
                    None if pending is None else tuple(pending), (np.packbits(mask), mask.shape))
 
     def unpacked_mask(self) -> np.ndarray:

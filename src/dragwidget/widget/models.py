@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 from typing import Tuple
 
-from ..config import DEFAULT_MODEL, DragConfig
-from ..errors import DragWidgetError
-from ..loading import default_device, embedded_model_names, resolve_model, shipped_stage_rates
-from ..model_source import recommended_settings
+from ..api import (DEFAULT_MODEL, DragConfig, DragWidgetError, default_device, embedded_model_names, recommended_settings,
+                   resolve_model, shipped_stage_rates)
 
 EMBEDDED_DEFAULT = "toy"
 MODEL_ENV = "DRAGWIDGET_MODEL"
@@ -57,7 +55,7 @@ def choose_editor(**editor_kwargs) -> Tuple["DragEditor", str]:
     $DRAGWIDGET_MODEL wins; otherwise Stable Diffusion 1.5 when a GPU is present and its weights
     can be had (local cache or download); otherwise the embedded toy model, which needs neither.
     """
-    from ..editor import DragEditor
+    from ..api import DragEditor
 
     override = os.environ.get(MODEL_ENV)
     if override:

@@ -33,7 +33,7 @@ class PointList(widgets.VBox):
                                     disabled=canvas.locked)
             remove.add_class("dragwidget-remove-pair")
             remove.on_click(lambda _, index=index: canvas.remove_pair(index))
-            label = widgets.HTML(f"<small><b>{index + 1}</b> {_xy(pair['handle'])} → {_xy(pair['target'])}</small>")
+            label = widgets.HTML(f"<small><b>{index + 1}</b> {_xy(pair.handle)} → {_xy(pair.target)}</small>")
             rows.append(widgets.HBox([remove, label], layout=widgets.Layout(align_items="center")))
         self.rows.children = rows
         if canvas.image is None or canvas.mask is None:

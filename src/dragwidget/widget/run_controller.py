@@ -16,10 +16,8 @@ from typing import Callable, List, Optional
 
 import traitlets
 
-from ..config import DragConfig
-from ..editor import DragEditor, DragRequest, DragResult, PreparedImage, Progress
-from ..errors import DragCancelled, DragWidgetError, InputError
-from ..feature_maps import FeatureMaps, FeatureRequest, figure_png
+from ..api import (DragCancelled, DragConfig, DragEditor, DragRequest, DragResult, DragWidgetError, FeatureMaps,
+                   FeatureRequest, InputError, PreparedImage, Progress, RunPlan, figure_png)
 from . import drawing
 from .canvas import DragCanvas
 from .models import model_stage_rates
@@ -93,23 +91,13 @@ class RunController(traitlets.HasTraits):
         if image is None or self.running or self.generated_for(image) is not None or options.lora_steps <= 0:
             return ""
         if self.editor is None:      # loaded at the first run: no caches known, only the model's own figures
-            lora_rate = model_stage_rates(options.model).get("lora")
-            cost = (f"about {lora_rate * options.lora_steps:.0f} s by the model's own figures" if lora_rate
-                    else "its time is known once the model has run here")
-            return (f"the first Run on this image fine-tunes a LoRA first ({options.lora_steps} steps, unless an "
-                    f"earlier one is in the disk cache; {cost})")
+            return RunPlan.before_loading(options.lora_steps, model_stage_rates(options.model)).lora_message()
         try:
             plan = self.editor.plan(DragRequest(image=image, points=list(self.canvas.points), prompt=options.prompt,
                                                 config=options.config_for(self.editor)))
         except DragWidgetError:
             return ""
-        if not plan.needs_lora:
-            return ""
-        expected = plan.expected_seconds
-        cost = (f"about {expected.get('lora', 0):.0f} s, {plan.total_seconds:.0f} s for the whole run"
-                + ("" if plan.measured_here else " by the model's own figures; measured here after this run")
-                if expected else "no time measured yet with this model here")
-        return f"the first Run on this image fine-tunes a LoRA first ({plan.lora_steps} steps; {cost})"
+        return plan.lora_message()
 
     # ================================================================== run
     def run(self, options: RunOptions, wait: bool = False, timeout: Optional[float] = None) -> Optional[DragResult]:

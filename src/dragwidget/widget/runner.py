@@ -12,7 +12,7 @@ import threading
 import traceback
 from typing import Callable, Optional
 
-from ..errors import DragWidgetError
+from ..api import DragWidgetError
 
 BUSY = "a run is in progress: press Cancel (or widget.cancel()) first"
 

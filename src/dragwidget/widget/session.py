@@ -26,10 +26,8 @@ from typing import List, Optional
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
-from ..image_input import load_image, load_mask, normalise_points
+from ..api import InputError, PointPair, load_image, load_mask, normalise_points
 from .drawing import draw_pairs
-from .history import pair_dict
 
 SESSION_FORMAT = "dragwidget-session/1"
 # Widget parameters renamed to the DragConfig fields they set; the old names are still read, with a
@@ -78,16 +76,16 @@ def safe_load_pickle(data: bytes):
 class Session:
     image: Image.Image
     prompt: str = ""
-    points: List[dict] = field(default_factory=list)
+    points: List[PointPair] = field(default_factory=list)
     mask: Optional[np.ndarray] = None            # HxW bool, True = editable
     parameters: dict = field(default_factory=dict)
 
 
-def flat_points(points: List[dict]) -> List[List[float]]:
+def flat_points(points: List[PointPair]) -> List[List[float]]:
     flat = []
     for pair in points:
-        flat.append([float(v) for v in pair["handle"]])
-        flat.append([float(v) for v in pair["target"]])
+        flat.append([float(v) for v in pair.handle])
+        flat.append([float(v) for v in pair.target])
     return flat
 
 
@@ -98,8 +96,7 @@ def save_session(folder, image: Image.Image, prompt: str = "", points=(), mask=N
     folder.mkdir(parents=True, exist_ok=True)
     image = load_image(image)
     width, height = image.size
-    pairs = [p.to_dict() for p in normalise_points(points, width, height)] if len(points) else []
-    pairs = [pair_dict(p["handle"], p["target"]) for p in pairs]
+    pairs = normalise_points(points, width, height) if len(points) else []
     editable = load_mask(mask, width, height) if mask is not None else None
     mask_u8 = np.zeros((height, width), np.uint8) if editable is None else editable.astype(np.uint8)
 
@@ -114,7 +111,7 @@ def save_session(folder, image: Image.Image, prompt: str = "", points=(), mask=N
         "image": "original_image.png",
         "image_size": [width, height],
         "points": meta["points"],
-        "pairs": pairs,
+        "pairs": [pair.to_dict() for pair in pairs],
         "mask": "mask.png",
         "parameters": dict(parameters or {}),
     }, indent=2))
@@ -208,7 +205,7 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _pairs(points, width: int, height: int, source: str) -> List[dict]:
+def _pairs(points, width: int, height: int, source: str) -> List[PointPair]:
     """Handle/target pairs from a session's points (pairs or the flat DragBench list)."""
     if isinstance(points, np.ndarray):
         points = points.tolist()
@@ -220,7 +217,7 @@ def _pairs(points, width: int, height: int, source: str) -> List[dict]:
         pairs = normalise_points(points, width, height)
     except (TypeError, ValueError, AttributeError) as error:   # InputError is a ValueError
         raise InputError(f"{source}: points: {error}") from None
-    return [pair_dict(p.handle, p.target) for p in pairs]
+    return pairs
 
 
 def _mask_array(raw, width: int, height: int, source: str) -> Optional[np.ndarray]:

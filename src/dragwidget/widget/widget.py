@@ -33,9 +33,7 @@ import ipywidgets as widgets
 import traitlets
 from PIL import Image
 
-from ..config import DragConfig
-from ..editor import DragEditor, DragResult
-from ..errors import InputError
+from ..api import DragConfig, DragEditor, DragResult, InputError
 from .canvas import MODES, DragCanvas
 from .history import Checked
 from .controls import (HELP, WIDGET_DEFAULTS, WIDGET_SETTINGS, ArrayLink, ParametersPanel, SessionPanel, Toolbar,

@@ -1,6 +1,6 @@
 """Step 3, GoodDrag's way: drag and denoise alternately (Zhang et al. 2024, arXiv 2404.07206).
 
-The paper's drag (`latent_optimization`) does all of its optimisation at one timestep and then
+The paper's drag (`methods.dragdiffusion`) does all of its optimisation at one timestep and then
 denoises. GoodDrag spreads the drag over the first `gooddrag_denoising_steps` denoising steps,
 so the errors that each optimisation leaves are smoothed by the denoising steps after it, and it
 supervises with the *original* image's features (information-preserving motion supervision).
@@ -27,16 +27,19 @@ device once per denoising step, to know whether to drag at the next one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Tuple
 
 import torch
 
-from .config import DragConfig
-from .host_readback import HostReadback
-from .latent_optimization import StepCallback, all_reached, guided_prediction, predicted_clean
-from .loading import DiffusionModel
-from .motion_supervision import mask_term, motion_supervision_loss
-from .point_tracking import as_points, track_points
+from ..config import DragConfig
+from ..host_readback import HostReadback
+from ..motion_supervision import mask_term, motion_supervision_loss
+from ..point_tracking import track_points
+from .common import DragInputs, DragOutcome, all_reached, guided_prediction, optimised, predicted_clean
+
+# how the drag pipeline times step 3 (`run_plan`): the stage, the per-step rate it records, and
+# whether its steps are optimisation steps (FastDrag's one warp counts as one step)
+STAGE, RATE, OPTIMISES = "optimisation", "gooddrag", True
 
 
 @dataclass
@@ -44,10 +47,19 @@ class AlternatingOutcome:
     edited: torch.Tensor                         # the edited latent at timesteps[resume_index]
     original: torch.Tensor                       # the original trajectory's latent there
     resume_index: int                            # where plain denoising (with mutual attention) goes on
-    handles: List[torch.Tensor]                  # host (CPU) tensors
+    handles: torch.Tensor                        # N x 2, on the host (CPU)
     trajectory: List[List[Tuple[float, float]]]  # grid (x, y) of every handle after each tracking
     steps: int                                   # Adam steps taken on the latent
     reached: bool                                # what point tracking believed at the end
+
+
+def drag(inputs: DragInputs) -> DragOutcome:
+    """The method's step 3 in the drag pipeline: `drag_and_denoise` from the drag's seed."""
+    inputs = inputs.with_progress(most_trackings(inputs.config))
+    torch.manual_seed(inputs.config.seed)
+    outcome = drag_and_denoise(inputs)
+    return optimised(inputs, outcome.original, outcome.edited, outcome.resume_index, outcome.handles,
+                     outcome.trajectory, outcome.steps, outcome.reached)
 
 
 def most_trackings(config: DragConfig) -> int:
@@ -74,42 +86,30 @@ def guarded_step(optimizer, scaler, loss: torch.Tensor, latent: torch.Tensor, id
             tensor.copy_(torch.where(idle, previous, tensor))
 
 
-def drag_and_denoise(
-    model: DiffusionModel,
-    latent: torch.Tensor,
-    scheduler,
-    start_index: int,
-    text_embedding: torch.Tensor,
-    handles: Sequence[torch.Tensor],
-    targets: Sequence[torch.Tensor],
-    grid_size: Tuple[int, int],
-    config: DragConfig,
-    keep_mask: Optional[torch.Tensor] = None,
-    guidance_scale: float = 1.0,
-    uncond_embedding: Optional[torch.Tensor] = None,
-    on_step: Optional[StepCallback] = None,
-) -> AlternatingOutcome:
-    """Drag the inverted `latent` (at timesteps[start_index]) while denoising it.
+def drag_and_denoise(inputs: DragInputs) -> AlternatingOutcome:
+    """Drag the inverted latent (at timesteps[start_index]) while denoising it; `inputs.on_step`
+    runs after each point tracking."""
+    model, config, scheduler, keep_mask, on_step = (inputs.model, inputs.config, inputs.scheduler, inputs.keep_mask,
+                                                    inputs.on_step)
 
-    Arguments as `latent_optimization.optimize_latent`; `on_step` runs after each point tracking.
-    """
     def predict(current, timestep):
         with model.autocast():
-            return guided_prediction(model, current, timestep, text_embedding, guidance_scale, config,
-                                     grid_size, uncond_embedding)
+            return guided_prediction(model, current, timestep, inputs.text_embedding, inputs.guidance_scale, config,
+                                     inputs.grid.shape, inputs.uncond_embedding)
 
     patch = (2 * config.gooddrag_motion_radius + 1) ** 2
-    initial_handles = as_points(handles).float()
-    targets = as_points(targets).float()
+    initial_handles = inputs.handles.float()
+    targets = inputs.targets.float()
     handles = initial_handles.clone()
     finished = all_reached(handles, targets, config.reach_threshold)   # on the device, sticky
     unchanged_rounds = torch.zeros((), dtype=torch.long, device=model.device)
     applied_steps = torch.zeros((), dtype=torch.long, device=model.device)
     readback = HostReadback(model.device)
     trajectory = [[tuple(xy) for xy in initial_handles.tolist()]]
-    host_handles = list(initial_handles.cpu().unbind(0))
-    edited, original = latent, latent
+    host_handles = initial_handles.cpu()
+    edited = original = inputs.latent
     timesteps = scheduler.timesteps
+    start_index = inputs.start_index
     last_drag_index = min(start_index + config.gooddrag_denoising_steps, len(timesteps))
     tracking = 0
     host_finished, host_round_over = False, None
@@ -119,7 +119,7 @@ def drag_and_denoise(
         nonlocal host_handles, host_finished, host_round_over
         for (kind, number), (step_handles, step_finished, *preview) in results:
             if kind == "tracking":
-                host_handles = list(step_handles.unbind(0))
+                host_handles = step_handles
                 trajectory.append([tuple(xy) for xy in step_handles.tolist()])
                 if on_step is not None:
                     on_step(number, host_handles, preview[0] if preview else None)
@@ -142,8 +142,8 @@ def drag_and_denoise(
 
         def track(features, handles, finished, unchanged_rounds, tracking, current, noise):
             """Point tracking against the original's features at this timestep; the stop flags."""
-            tracked = as_points(track_points(original_features, features.detach(), initial_handles, handles,
-                                             config.gooddrag_tracking_radius))
+            tracked = track_points(original_features, features.detach(), initial_handles, handles,
+                                   config.gooddrag_tracking_radius)
             unchanged_rounds = torch.where((tracked == handles).all(), unchanged_rounds + 1, 0)
             handles = torch.where(finished, handles, tracked)
             finished = (finished | all_reached(handles, targets, config.reach_threshold)
@@ -164,8 +164,8 @@ def drag_and_denoise(
                     handles, finished, unchanged_rounds, tracking = track(features, handles, finished,
                                                                           unchanged_rounds, tracking, current, noise)
                 drag_loss = motion_supervision_loss(
-                    features, handles.unbind(0), targets.unbind(0), config.gooddrag_motion_radius,
-                    config.reach_threshold, reference=original_features, reference_handles=initial_handles.unbind(0),
+                    features, handles, targets, config.gooddrag_motion_radius,
+                    config.reach_threshold, reference=original_features, reference_handles=initial_handles,
                     step_length=config.gooddrag_step_length)
                 loss = drag_loss
                 if keep_mask is not None:
@@ -192,4 +192,4 @@ def drag_and_denoise(
         collect(readback.drain())    # once per denoising step: does the drag go on at the next one?
         index += 1
     return AlternatingOutcome(edited, original, index, host_handles, trajectory, int(applied_steps),
-                              all_reached(as_points(host_handles).float(), targets.cpu(), config.reach_threshold).item())
+                              all_reached(host_handles.float(), targets.cpu(), config.reach_threshold).item())

@@ -33,8 +33,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DragConfig
-from .locating import nearest_cell
+from ..config import DragConfig
+from ..denoise_decode import decode
+from ..encoding import tensor_to_image
+from ..feature_grid import GridScale
+from ..locating import nearest_cell, object_cores
+from ..progress import Progress
+from .common import DragInputs, DragOutcome
+
+# how the drag pipeline times step 3 (`run_plan`): the stage, the per-step rate it records, and
+# whether its steps are optimisation steps (FastDrag's one warp counts as one step)
+STAGE, RATE, OPTIMISES = "warp", "warp", False
 
 XY = Tuple[float, float]
 
@@ -64,42 +73,6 @@ def editable_region(editable: Optional[np.ndarray], latent_size: Tuple[int, int]
     high = (points.max(dim=0).values + grow).ceil()
     ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     return (xs >= low[0]) & (xs <= high[0]) & (ys >= low[1]) & (ys <= high[1])
-
-
-def object_cores(features: torch.Tensor, handles: torch.Tensor, region: torch.Tensor, similarity: float
-                 ) -> torch.Tensor:
-    """pairs x h x w bool: for each handle, the region cells whose feature is more than `similarity`
-    cosine-similar to the feature at the handle and that connect to the handle's cell through such
-    cells (the object the user grabbed, not others that look like it).
-
-    `features` is 1xCxHxW over the whole picture (any size; the handle's feature is read at full
-    size, the cells' averaged over each cell)."""
-    height, width = region.shape
-    features = features.float().to(region.device)
-    cells = F.interpolate(features, size=(height, width), mode="area") if features.shape[-1] >= width else \
-        F.interpolate(features, size=(height, width), mode="bilinear", align_corners=False)
-    scale_x, scale_y = features.shape[-1] / width, features.shape[-2] / height
-    cores = []
-    for hx, hy in handles.tolist():
-        fx = min(max(int((hx + 0.5) * scale_x), 0), features.shape[-1] - 1)
-        fy = min(max(int((hy + 0.5) * scale_y), 0), features.shape[-2] - 1)
-        similar = F.cosine_similarity(features[0, :, fy, fx][:, None, None], cells[0], dim=0) > similarity
-        similar &= region
-        seed = torch.zeros_like(region)
-        cx, cy = nearest_cell((hx, hy), width, height)
-        seed[cy, cx] = bool(region[cy, cx])
-        cores.append(connected_to(seed, similar | seed))
-    return torch.stack(cores)
-
-
-def connected_to(seed: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """The cells of `allowed` reachable from `seed` through 8-connected `allowed` cells."""
-    grown = seed & allowed
-    while True:
-        wider = F.max_pool2d(grown.float()[None, None], 3, stride=1, padding=1)[0, 0].bool() & allowed
-        if torch.equal(wider, grown):
-            return grown
-        grown = wider
 
 
 def warp_field(region: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,
@@ -250,13 +223,41 @@ def warp(latent: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, con
 def latent_points(points: Sequence[XY], image_size: Tuple[int, int], latent_size: Tuple[int, int]) -> torch.Tensor:
     """Input-image pixels (x, y) -> latent cells, continuous: pixel centres to cell centres (a cell's
     index is its centre's coordinate)."""
-    (width, height), (rows, columns) = image_size, latent_size
-    return torch.tensor([[(x + 0.5) * columns / width - 0.5, (y + 0.5) * rows / height - 0.5] for x, y in points],
-                        dtype=torch.float32)
+    scale = GridScale(image_size, latent_size[::-1])
+    return torch.tensor([scale.centre_to_grid(point) for point in points], dtype=torch.float32)
 
 
 def image_points(cells: torch.Tensor, image_size: Tuple[int, int], latent_size: Tuple[int, int]) -> List[XY]:
     """Latent cells -> input-image pixels, the inverse of `latent_points`, to 2 decimals."""
-    (width, height), (rows, columns) = image_size, latent_size
-    return [(round((float(x) + 0.5) * width / columns - 0.5, 2), round((float(y) + 0.5) * height / rows - 0.5, 2))
-            for x, y in cells.tolist()]
+    scale = GridScale(image_size, latent_size[::-1])
+    return [tuple(round(v, 2) for v in scale.centre_to_image(cell)) for cell in cells.tolist()]
+
+
+def drag(inputs: DragInputs) -> DragOutcome:
+    """The method's step 3 in the drag pipeline: the inverted latent warped once (no optimisation,
+    no tracking); what the denoising keeps of the original (1 outside the editable region) and
+    the frames of the picture taking shape while it denoises."""
+    config, latent, report, image_size = inputs.config, inputs.latent, inputs.report, inputs.grid.image_size
+    latent_size = tuple(latent.shape[-2:])
+    handles = latent_points([p.handle for p in inputs.pairs], image_size, latent_size)
+    targets = latent_points([p.target for p in inputs.pairs], image_size, latent_size)
+    to_image = lambda cells: image_points(torch.as_tensor(cells)[None], image_size, latent_size)[0]
+    report(Progress("drag", 0, 1, handles=[p.handle for p in inputs.pairs]))
+    # the handle's object is found with the verdict's locating features of the original
+    features = inputs.locating_features() if config.fastdrag_rigid_core else None
+    warped = warp(latent, handles, targets, config, inputs.editable, features)
+    columns, rows = zip(*(nearest_cell(h, latent_size[1], latent_size[0]) for h in handles.tolist()))
+    arrived = handles + warped.moves[list(rows), list(columns)].cpu()   # where the field sends each handle
+    arrived_pixels = [to_image(h) for h in arrived]
+    report(Progress("drag", 1, 1, handles=arrived_pixels))
+
+    def on_denoised(step, count, clean):
+        if step % config.preview_every == 0 or step == count:
+            report(Progress("denoise", step, count, handles=arrived_pixels,
+                            preview=tensor_to_image(decode(inputs.model, clean))))
+
+    return DragOutcome(
+        original=latent, edited=warped.latent, resume_index=inputs.start_index, handles=arrived_pixels,
+        trajectory=[[to_image(h) for h in step] for step in (handles.tolist(), arrived.tolist())], steps=0,
+        tracker_reached=bool(((arrived - targets).norm(dim=-1) < 1.0).all()),
+        keep=(~warped.region).to(latent.dtype)[None, None], on_denoised=on_denoised if config.preview_every else None)
