@@ -428,3 +428,42 @@ def save_gif(frames: list, final: bytes, target, width: int = 800, frame_ms: int
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     Path(target).write_bytes(buffer.getvalue())
     return buffer.tell()
+
+
+# Watches the result picture and the pointer: every change of the result's <img> and every pointer
+# move, with a wall clock in ms (the kernel's time.time() can be compared with it).
+WATCH_LIVE = """() => {
+    const now = () => performance.timeOrigin + performance.now();
+    window.__live = {moves: [], changes: []};
+    if (window.__watchingLive) return;
+    window.__watchingLive = true;
+    const img = Array.from(document.querySelectorAll('.dragwidget-result')).pop();
+    new MutationObserver(() => window.__live.changes.push({t: now(), src: img.src}))
+        .observe(img, {attributes: true, attributeFilter: ['src']});
+    document.addEventListener('mousemove', (e) => window.__live.moves.push({t: now(), x: e.clientX, y: e.clientY}),
+                              true);
+}"""
+NOW = "() => performance.timeOrigin + performance.now()"
+
+
+def live_drag(front: Front, start, end, size, steps: int = 10, seconds: float = 2.0, frames: list = None) -> dict:
+    """Press at image pixel `start`, move to `end` in `steps` even moves over `seconds`, release;
+    returns the page's record: pointer moves, result changes, when the press and the release
+    happened (ms, a wall clock) and the canvas's box. With `frames`, a screenshot of the widget after every move."""
+    page = front.page
+    page.evaluate(WATCH_LIVE)
+    at = lambda x, y: front.canvas_position(x, y, size)
+    clip = front.root_clip() if frames is not None else None
+    page.mouse.move(*at(*start))
+    pressed = page.evaluate(NOW)
+    page.mouse.down()
+    for i in range(1, steps + 1):
+        began = time.time()
+        page.mouse.move(*at(start[0] + (end[0] - start[0]) * i / steps, start[1] + (end[1] - start[1]) * i / steps))
+        if frames is not None:
+            frames.append(page.screenshot(clip=clip))
+        page.wait_for_timeout(max(0.0, seconds / steps - (time.time() - began)) * 1000)
+    page.mouse.up()
+    released = page.evaluate(NOW)
+    box = page.locator(".dragwidget-canvas").first.bounding_box()     # where the moves were, on screen
+    return {"pressed": pressed, "released": released, "canvas": box, **page.evaluate("() => window.__live")}

@@ -1,13 +1,17 @@
 """The widget in a real browser, in JupyterLab and in Notebook 7: Debian's Chromium driven by
 Playwright for Python, at a 1280x800 viewport (the harness is tests/browser_harness.py).
 
-For each front end (parametrized "lab" and "notebook"; one server per front end) two scenarios:
+For each front end (parametrized "lab" and "notebook"; one server per front end) three scenarios:
 
 * quickstart: opens notebooks/quickstart.ipynb (side areas collapsed, every cell rendered), runs all
   cells, then clicks a handle/target pair on the canvas, paints a mask stroke ('m', drag), presses
   'p' and Enter (the run hotkey) with the pointer over the canvas, and checks from the kernel's own
   state that the pair arrived at the right image pixels (within 1 px), the mask has pixels, the run
   produced `widget.result` and the points survived the run;
+* live drag: the quickstart again; the mouse presses at the disc, moves 15 % of the picture to the
+  right in 10 steps over 2 s and releases: the result picture changes at least 3 times while it
+  moves, the last preview is the scripted FastDrag edit of the pair with the preview's settings,
+  the pair is committed where the mouse pressed and released, and one undo removes it;
 * own picture: a notebook written here showing `DragWidget(picture, model="toy")` for a 512x512 PIL
   picture (a disc on a coloured ground); points set from Python, then the Run button.
 
@@ -19,7 +23,8 @@ the scenario still runs. Screenshots, layouts (JSON) and timings go to test-arti
 
 To refresh the README's picture and animated GIF of a drag (JupyterLab):
 
-    DRAGWIDGET_SCREENSHOT=docs/widget.png DRAGWIDGET_GIF=docs/widget_drag.gif python3 -m pytest tests/test_browser_quickstart.py -k lab
+    DRAGWIDGET_SCREENSHOT=docs/widget.png DRAGWIDGET_GIF=docs/widget_drag.gif \
+        DRAGWIDGET_LIVE_GIF=docs/widget_live_drag.gif python3 -m pytest tests/test_browser_quickstart.py -k lab
 
 Skipped, with the reason, when /usr/bin/chromium or the playwright / jupyterlab / notebook>=7 Python
 packages are missing; when Chromium is present it runs.
@@ -36,13 +41,15 @@ from pathlib import Path
 
 import pytest
 
-from browser_harness import ARTIFACTS, LONG, VIEWPORT, Front, JupyterServer, launch, requirements, save_gif
+from browser_harness import (ARTIFACTS, LONG, VIEWPORT, Front, JupyterServer, launch, live_drag, requirements,
+                             save_gif)
 from dragwidget.model_source import embedded_model_names
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 SCREENSHOT_ENV = "DRAGWIDGET_SCREENSHOT"   # the Lab quickstart also saves the widget's picture here
 GIF_ENV = "DRAGWIDGET_GIF"                 # ... and an animated GIF of the drag here
+LIVE_GIF_ENV = "DRAGWIDGET_LIVE_GIF"       # ... and one of a live drag here
 
 
 def _model_env(env: dict, tiny_model_dir, work) -> str:
@@ -223,6 +230,64 @@ def test_quickstart_widget(server):
 
 
 TAKEN_BY_NOTEBOOK7 = ("m", "x", "z", "y")
+
+# What the kernel says of the live previews shown: each one's pairs, and whether the last one is the
+# scripted FastDrag edit of the committed pair with the preview's settings.
+LIVE_STATE = """import json as _json, numpy as _np
+from dragwidget import DragRequest as _Request
+assert widget.controller.live.wait_idle(60)
+_shown = widget.controller.live_shown
+_config = widget._config(widget.editor).replace(method="fastdrag", fastdrag_inference_steps=widget.preview_steps,
+    fastdrag_inversion_strength=widget.preview_strength, fastdrag_lora_steps=0, preview_every=0)
+_mask = widget.mask if widget.mask.any() else None
+_scripted = widget.editor.run(_Request(widget.image, widget.points, _mask, widget.prompt, _config)) if widget.points else None
+print(_json.dumps({"shown": [[p.to_dict() for p in s.preview.pairs] for s in _shown],
+    "engine_seconds": [s.engine_seconds for s in _shown],
+    "last_is_scripted": bool(_shown) and _scripted is not None
+        and bool(_np.array_equal(_np.asarray(_shown[-1].preview.image), _np.asarray(_scripted.image))),
+    "points": widget.points, "note": widget.progress.note}))
+"""
+
+
+def test_live_drag(server):
+    with browser_page(server, "live") as front:
+        page = front.page
+        open_and_run_all(front, server, NOTEBOOK.name)
+        # the notebook's pair and mask go; the live preview prepares the picture when the canvas is shown
+        front.kernel("widget.points = []\nwidget.clear_mask()\nwidget.controller.live_shown.clear()\n"
+                     "assert widget.controller.live.wait_idle(60), widget.progress.note\nprint(widget.progress.note)")
+        state = front.state()
+        size = width, height = state["size"]
+        start = (round(0.33 * width), round(0.5 * height))           # the disc's centre
+        end = (start[0] + round(0.15 * width), start[1])
+        gif = os.environ.get(LIVE_GIF_ENV) if server.front_end == "lab" else None
+        frames = [] if gif else None
+        record = live_drag(front, start, end, size, steps=10, seconds=2.0, frames=frames)
+        page.wait_for_timeout(1000)
+        front.lap("live drag")
+        during = {c["src"] for c in record["changes"] if record["pressed"] <= c["t"] <= record["released"]}
+        live = json.loads(front.kernel(LIVE_STATE).strip().splitlines()[-1])
+        front.shot("04-live-drag")
+        assert len(during) >= 3, (record["changes"], live)           # the picture followed the pointer
+        (pair,) = live["points"]
+        for got, want in ((pair["handle"], start), (pair["target"], end)):
+            assert abs(got[0] - want[0]) <= 1.5 and abs(got[1] - want[1]) <= 1.5, (pair, start, end)
+        assert live["shown"][-1] == live["points"] and live["last_is_scripted"], live
+        if gif:
+            size_bytes = save_gif(frames, page.screenshot(clip=front.root_clip()), gif, frame_ms=200)
+            print(f"live GIF: {len(frames)} frames + the final one, {size_bytes} bytes -> {gif}")
+        # one undo removes the pair (Notebook 7 takes 'z' itself: the toolbar's undo button there)
+        page.mouse.move(*front.canvas_position(width // 2, height // 4, size))
+        if server.front_end == "notebook" or front.press("z"):
+            page.locator(".dragwidget-undo").first.click()
+            page.wait_for_timeout(500)
+        assert front.state()["points"] == [], front.state()
+        # the click-click mode is unchanged
+        page.mouse.click(*front.canvas_position(*start, size))
+        page.wait_for_timeout(300)
+        page.mouse.click(*front.canvas_position(*end, size))
+        page.wait_for_timeout(500)
+        assert front.state()["points"] == [{"handle": list(start), "target": list(end)}], front.state()
 
 PICTURE_NOTEBOOK = """from PIL import Image, ImageDraw
 from dragwidget.widget import DragWidget

@@ -23,7 +23,7 @@ from .run_plan import RATES_FILE
 # public name -> the engine module that defines it, imported when the name is first read
 _LAZY = {
     # the editor, its requests and results
-    "DragEditor": ".editor", "DragRequest": ".drag_request", "DragResult": ".drag_request",
+    "DragEditor": ".editor", "DragRequest": ".drag_request", "DragResult": ".drag_request", "DragPreview": ".drag_request",
     "PreparedImage": ".prepared_image", "Progress": ".progress", "RunPlan": ".run_plan",
     # models
     "DiffusionModel": ".loading", "load_model": ".loading", "default_device": ".loading",

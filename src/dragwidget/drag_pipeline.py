@@ -9,7 +9,8 @@
     5. decoding at the input's size;
     6. the verdict, read from the picture.
 
-The caller (`DragEditor`) holds the model and has put the prepared image's LoRA into its UNet.
+`edit_picture` runs steps 1-5 (a preview: the picture only), `run_drag` all six. The caller
+(`DragEditor`) holds the model and has put the prepared image's LoRA into its UNet.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .compositing import keep_original_outside_mask
 from .config import DragConfig
 from .ddim_inversion import ddim_scheduler, drag_timestep_index
 from .denoise_decode import decode, denoise
-from .drag_request import CheckedRequest, DragResult
+from .drag_request import CheckedRequest, DragPreview, DragResult
 from .drag_verdict import judge
 from .encoding import tensor_to_image
 from .loading import DiffusionModel
@@ -35,6 +36,25 @@ from .run_plan import StageTimer
 
 def run_drag(model: DiffusionModel, prepared: PreparedImage, request: CheckedRequest, config: DragConfig,
              report: ProgressReporter, record_rate: RateRecorder) -> DragResult:
+    edited = edit_picture(model, prepared, request, config, report, record_rate)
+    stage = StageTimer(model.device, record_rate)
+
+    # 6. The verdict, read from the picture: where each handle's content went and whether it survived.
+    with stage("verdict"):
+        kept = prepared.original_features.locating
+        verdict, kept[config.verdict_ensemble] = judge(model, prepared.image, edited.image, request.pairs,
+                                                       prepared.prompt, config, kept.get(config.verdict_ensemble))
+    report(Progress("verdict", 1, 1, verdict.describe()))
+    return DragResult(
+        image=edited.image, original=prepared.image, pairs=request.pairs, handles=edited.handles,
+        trajectory=edited.trajectory, reached=verdict.reached, verdict=verdict, tracker_reached=edited.tracker_reached,
+        steps=edited.steps, timings={**edited.timings, **stage.timings}, config=config, mask=request.editable,
+        reused=edited.reused, kept_outside_mask=edited.kept_outside_mask)
+
+
+def edit_picture(model: DiffusionModel, prepared: PreparedImage, request: CheckedRequest, config: DragConfig,
+                 report: ProgressReporter, record_rate: RateRecorder) -> DragPreview:
+    """Steps 1-5: the edited picture, not yet judged."""
     # The first drag of a prepared image accounts for its preparation; later ones reuse it.
     first_drag = not prepared.dragged
     prepared.dragged = True
@@ -95,17 +115,9 @@ def run_drag(model: DiffusionModel, prepared: PreparedImage, request: CheckedReq
             picture = keep_original_outside_mask(prepared.image, picture, request.editable)
         steps.count = 1
     report(Progress("decode", 1, 1))
-
-    # 6. The verdict, read from the picture: where each handle's content went and whether it survived.
-    with stage("verdict"):
-        kept = prepared.original_features.locating
-        verdict, kept[config.verdict_ensemble] = judge(model, prepared.image, picture, request.pairs,
-                                                       prepared.prompt, config, kept.get(config.verdict_ensemble))
-    report(Progress("verdict", 1, 1, verdict.describe()))
-    return DragResult(
-        image=picture, original=prepared.image, pairs=request.pairs, handles=outcome.handles,
-        trajectory=outcome.trajectory, reached=verdict.reached, verdict=verdict, tracker_reached=outcome.tracker_reached,
-        steps=outcome.steps, timings=stage.timings, config=config, mask=request.editable,
+    return DragPreview(
+        image=picture, pairs=request.pairs, handles=outcome.handles, trajectory=outcome.trajectory,
+        tracker_reached=outcome.tracker_reached, steps=outcome.steps, timings=stage.timings,
         reused={"lora": prepared.lora_source if first_drag else "memory",
                 "inversion": "generation" if prepared.generated else "memory" if inversion_cached else "computed"},
         kept_outside_mask=kept_outside_mask)

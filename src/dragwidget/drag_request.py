@@ -77,6 +77,21 @@ def check_drag_lengths(pairs: List[PointPair], grid: FeatureGrid, config: DragCo
 
 
 @dataclass
+class DragPreview:
+    """The edited picture of a drag, not judged (`DragEditor.preview`, a live preview)."""
+
+    image: Image.Image                 # edited, at the input's size
+    pairs: List[PointPair]
+    handles: List[XY]                  # where the method believes the handles are, input-image pixels
+    trajectory: List[List[XY]]
+    tracker_reached: bool
+    steps: int
+    timings: Dict[str, float]          # seconds per stage
+    reused: Dict[str, str]             # what came from a cache: {"lora": ..., "inversion": ...}
+    kept_outside_mask: bool = False
+
+
+@dataclass
 class DragResult:
     image: Image.Image                 # edited, at the input's size
     original: Image.Image

@@ -29,8 +29,8 @@ from PIL import Image
 from . import lora_cache, lora_finetuning
 from .config import DEFAULT_MODEL, DragConfig
 from .cpu_threads import requested_threads, use_cpu_threads
-from .drag_pipeline import run_drag
-from .drag_request import DragRequest, DragResult, check_drag_request
+from .drag_pipeline import edit_picture, run_drag
+from .drag_request import DragPreview, DragRequest, DragResult, check_drag_request
 from .encoding import encode_image, encode_prompt, image_to_tensor, tensor_to_image
 from .feature_maps import extract_feature_maps
 from .generation import generate_keeping_latents
@@ -40,7 +40,7 @@ from .prepared_image import PreparedImage, inversion_key, prepared_key
 from .progress import CancelCheck, Progress, ProgressCallback, ProgressReporter
 from .run_plan import RunPlan, StageRates, rate_key
 
-__all__ = ["DragEditor", "DragRequest", "DragResult", "PreparedImage", "Progress"]
+__all__ = ["DragEditor", "DragPreview", "DragRequest", "DragResult", "PreparedImage", "Progress"]
 
 WAIT_POLL_SECONDS = 0.1  # how often a run waiting for the model looks at its cancel check
 
@@ -151,10 +151,12 @@ class DragEditor:
         request = check_drag_request(points, mask, prepared.size, prepared.working_size, config)
         return self._drag(prepared, request, config, ProgressReporter(progress, cancel))
 
-    def _drag(self, prepared: PreparedImage, request, config: DragConfig, report: ProgressReporter) -> DragResult:
+    def _drag(self, prepared: PreparedImage, request, config: DragConfig, report: ProgressReporter,
+              judged: bool = True):
         self.use_prepared(prepared)
-        return run_drag(self.model, prepared, request, config, report,
-                        lambda stage, seconds, steps: self._record_rate(prepared, stage, seconds, steps))
+        drag = run_drag if judged else edit_picture
+        return drag(self.model, prepared, request, config, report,
+                    lambda stage, seconds, steps: self._record_rate(prepared, stage, seconds, steps))
 
     @_holds_the_model
     def run(self, request: DragRequest, progress: Optional[ProgressCallback] = None,
@@ -162,22 +164,55 @@ class DragEditor:
         """Prepare (or reuse) the request's image, then drag it. Points and mask are checked first,
         so bad input fails before any long work starts."""
         config = (request.config or self.config).for_method()
-        prepared = request.prepared
-        if prepared is None:
-            picture = request.picture()
-            checked = check_drag_request(request.points, request.mask, picture.size,
-                                         self._working_size(picture.size, config), config)
-            prepared = self.prepared_for(picture, request.prompt, config)
-            if prepared is None:
-                prepared = self.prepare(picture, request.prompt, config=config, progress=progress, cancel=cancel)
-                self._prepared[prepared_key(picture, request.prompt, config)] = prepared
-                while len(self._prepared) > self._keep_prepared:
-                    self._prepared.popitem(last=False)
-            elif progress is not None:
-                progress(Progress("lora", 1, 1, "reusing the prepared image (LoRA and inversion)", cached=True))
-        else:
-            checked = check_drag_request(request.points, request.mask, prepared.size, prepared.working_size, config)
+        prepared, checked = self._checked_and_ready(request, config, progress, cancel)
         return self._drag(prepared, checked, config, ProgressReporter(progress, cancel))
+
+    @_holds_the_model
+    def preview(self, request: DragRequest, progress: Optional[ProgressCallback] = None,
+                cancel: Optional[CancelCheck] = None) -> DragPreview:
+        """`run` without the verdict: the edited picture only, as fast as the request's settings
+        allow (a live preview while the pointer moves). The picture is the one `run` gives."""
+        config = (request.config or self.config).for_method()
+        prepared, checked = self._checked_and_ready(request, config, progress, cancel)
+        return self._drag(prepared, checked, config, ProgressReporter(progress, cancel), judged=False)
+
+    @_holds_the_model
+    def ready(self, image: ImageLike, prompt: str = "", config: Optional[DragConfig] = None,
+              progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCheck] = None) -> PreparedImage:
+        """The image `run` would drag, prepared for `config` (its LoRA, its inversion and, for
+        FastDrag's rigid core, the original's locating features) and kept in memory: from there when
+        it is, prepared now otherwise (so that a later drag starts at once)."""
+        config = (config or self.config).for_method()
+        prepared = self._kept(load_image(image), prompt, config, progress, cancel)
+        self.use_prepared(prepared)
+        prepared.inverted_latent(self.model, config, ProgressReporter(progress, cancel),
+                                 lambda stage, seconds, steps: self._record_rate(prepared, stage, seconds, steps))
+        if config.method == "fastdrag" and config.fastdrag_rigid_core:   # what its warp looks the object up in
+            prepared.original_features.locating_for(self.model, prepared.image, prepared.prompt, config)
+        return prepared
+
+    def _kept(self, picture: Image.Image, prompt: str, config: DragConfig, progress, cancel) -> PreparedImage:
+        """The picture prepared for `config`'s LoRA settings, from memory or prepared now and kept."""
+        prepared = self.prepared_for(picture, prompt, config)
+        if prepared is None:
+            prepared = self.prepare(picture, prompt, config=config, progress=progress, cancel=cancel)
+            self._prepared[prepared_key(picture, prompt, config)] = prepared
+            while len(self._prepared) > self._keep_prepared:
+                self._prepared.popitem(last=False)
+        elif progress is not None:
+            progress(Progress("lora", 1, 1, "reusing the prepared image (LoRA and inversion)", cached=True))
+        return prepared
+
+    def _checked_and_ready(self, request: DragRequest, config: DragConfig, progress, cancel):
+        """The request's prepared image and its checked points and mask (checked before any work)."""
+        if request.prepared is not None:
+            prepared = request.prepared
+            return prepared, check_drag_request(request.points, request.mask, prepared.size, prepared.working_size,
+                                                config)
+        picture = request.picture()
+        checked = check_drag_request(request.points, request.mask, picture.size,
+                                     self._working_size(picture.size, config), config)
+        return self._kept(picture, request.prompt, config, progress, cancel), checked
 
     @_holds_the_model
     def feature_maps(self, request, progress: Optional[ProgressCallback] = None,
@@ -242,7 +277,7 @@ class DragEditor:
     def prepared_for(self, image: ImageLike, prompt: str = "", config: Optional[DragConfig] = None
                      ) -> Optional[PreparedImage]:
         """The image `run` prepared in memory for this picture, prompt and LoRA settings, or None."""
-        key = prepared_key(load_image(image), prompt, config or self.config)
+        key = prepared_key(load_image(image), prompt, (config or self.config).for_method())
         prepared = self._prepared.get(key)
         if prepared is not None:
             self._prepared.move_to_end(key)

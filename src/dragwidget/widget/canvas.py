@@ -16,17 +16,14 @@ from typing import Callable, List, Optional
 import numpy as np
 import traitlets
 from ipycanvas import MultiCanvas, hold_canvas
-from ipyevents import Event
 
 from ..api import InputError, PointPair, load_image, load_mask, normalise_points
 from . import drawing
+from .canvas_input import BRUSH_MODES, MODES, CanvasInput
+from .gestures import LiveDrag
 from .history import Checked, EditHistory, Snapshot, Stroke
 from .runner import BUSY, RunInProgressError
 
-# "delete" removes the pair whose handle or target is clicked
-MODES = ("points", "mask", "erase", "delete")
-BRUSH_MODES = ("mask", "erase")
-HOTKEY_MODES = {"p": "points", "m": "mask", "e": "erase", "x": "delete"}
 # ipycanvas batches drawing commands in one process-wide manager: draw from one thread at a time.
 _DRAW_LOCK = threading.RLock()
 
@@ -47,6 +44,8 @@ class DragCanvas(MultiCanvas):
     can_undo = traitlets.Bool(False)
     can_redo = traitlets.Bool(False)
     message = traitlets.Unicode("", help="what the last action did, for a status line")
+    displayed = traitlets.Bool(False, help="a front end has shown the canvas (live previews wait for one)")
+    dragging = traitlets.Bool(False, help="a pair's target follows the pointer (pressed, not yet released)")
 
     def __init__(self, max_display_size=(448, 448)):
         self.max_display_size = tuple(int(v) for v in max_display_size)
@@ -60,24 +59,25 @@ class DragCanvas(MultiCanvas):
         self._stroke: Optional[Stroke] = None
         self._stroke_time = None
         self._hover = None
-        self._submit: List[Callable[[], None]] = []
-        self._escape: List[Callable[[], None]] = []
+        self._live: Optional[LiveDrag] = None     # a press in points mode, perhaps becoming a drag
+        self._live_listeners: List[Callable[[List[PointPair], bool], None]] = []
         self.image_layer, self.mask_layer, self.points_layer, self.cursor_layer = (self[i] for i in range(4))
-        self._events = Event(source=self, prevent_default_action=True, ignore_modifier_key_events=True,
-                             watched_events=self._watched_events("points"))
-        # Pointer moves are only needed to paint and to show the brush: watched in mask modes only.
-        self._moves = Event(source=self, watched_events=[], wait=25, throttle_or_debounce="throttle")
-        self._events.on_dom_event(self.handle_event)
-        self._moves.on_dom_event(self.handle_event)
+        self.input = CanvasInput(self)
         self.on_client_ready(self.redraw)
+        self.on_client_ready(lambda *_: setattr(self, "displayed", True))
         self.redraw()
 
     def on_submit(self, callback: Callable[[], None]) -> None:
         """Call `callback` when Enter is pressed over the canvas."""
-        self._submit.append(callback)
+        self.input.submit.append(callback)
 
     def on_escape(self, callback: Callable[[], None]) -> None:
-        self._escape.append(callback)
+        self.input.escape.append(callback)
+
+    def on_live_drag(self, callback: Callable[[List[PointPair], bool], None]) -> None:
+        """Call `callback(pairs, released)` while a pair is dragged with the pointer: the pairs as
+        they would be with the pointer here, and once more when the release commits them."""
+        self._live_listeners.append(callback)
 
     # ================================================================== checks
     @traitlets.validate("image")
@@ -278,34 +278,29 @@ class DragCanvas(MultiCanvas):
         """Canvas buffer pixels -> continuous image coordinates with pixel centres on integers."""
         return x / self.scale - 0.5, y / self.scale - 0.5
 
-    # ================================================================== events
+    # ================================================================== the pointer (keys and the wheel: `CanvasInput`)
     def handle_event(self, event: dict) -> None:
-        """Dispatch an ipyevents DOM event (a dict) to the handlers below."""
-        kind = event.get("type") or event.get("event")
-        if kind == "keydown":
-            self.on_key(event.get("key", ""))
-        elif kind == "wheel":
-            self.on_wheel(event.get("deltaY", 0))
-        elif kind == "mouseleave":
-            self.on_mouse_leave()
-        elif kind in ("mousedown", "mousemove", "mouseup"):
-            x, y = drawing.event_buffer_xy(event, self.canvas_size)
-            if kind == "mousedown":
-                if event.get("button", 0) == 0:
-                    self.on_mouse_down(x, y, time_stamp=event.get("timeStamp"))
-            elif kind == "mousemove":
-                self.on_mouse_move(x, y, buttons=event.get("buttons"), time_stamp=event.get("timeStamp"))
-            else:
-                self.on_mouse_up(x, y)
+        self.input.handle_event(event)
+
+    def on_key(self, key: str) -> None:
+        self.input.on_key(key)
+
+    def on_wheel(self, delta_y: float) -> None:
+        self.input.on_wheel(delta_y)
 
     def on_mouse_down(self, x: float, y: float, time_stamp=None) -> None:
-        """A press at canvas buffer pixel (x, y): a point in points mode, a pair removed in delete
-        mode, a stroke start otherwise."""
+        """A press at canvas buffer pixel (x, y): a point in points mode (and perhaps the start of
+        a live drag), a pair removed in delete mode, a stroke start otherwise."""
         with self.lock:
             if not self.editable:
                 return
             if self.mode == "points":
-                self.add_point(*self.to_image(x, y))
+                grabbed = drawing.pair_at(self.points, (x, y), self.scale, targets_only=True) \
+                    if self.pending is None else None
+                made = self.add_point(*self.to_image(x, y))
+                if made != "ignored":
+                    self._live = LiveDrag((x, y), made, grabbed)
+                    self.input.watch_moves(True)   # only while pressed: no idle traffic
             elif self.mode == "delete":
                 self.delete_pair_at(x, y)
             else:
@@ -328,6 +323,15 @@ class DragCanvas(MultiCanvas):
         """Pointer at (x, y); `buttons` as in the DOM (1 = left pressed; None = unknown)."""
         self._hover = (x, y)
         with self.lock:
+            live = self._live
+            if live is not None:
+                if buttons is not None and not buttons & 1:      # released where the canvas did not see it
+                    self._end_live()
+                elif self.editable and live.follow((x, y), self.to_image(x, y)):
+                    self.dragging = True
+                    self._redraw_points()
+                    self._tell_live(False)
+                return
             stroke = self._stroke
             late = time_stamp is not None and self._stroke_time is not None and time_stamp < self._stroke_time
             if stroke is not None and not late and (buttons is None or buttons & 1):
@@ -336,37 +340,22 @@ class DragCanvas(MultiCanvas):
 
     def on_mouse_up(self, x: float, y: float) -> None:
         with self.lock:
+            if self._live is not None:
+                self.on_mouse_move(x, y)
+                self._end_live()
             if self._stroke is not None:
                 self._redraw_overlay(self._stroke.extend(*self._to_image_continuous(x, y), self.brush_radius))
                 self.end_stroke()
 
     def on_mouse_leave(self) -> None:
         self._hover = None
+        self._end_live()   # a release outside the canvas is not seen: the drag ends where it left
         self.end_stroke()
         self._draw_cursor(None)
 
-    def on_wheel(self, delta_y: float) -> None:
-        if self.mode in BRUSH_MODES and delta_y:
-            self.brush_radius = min(self.brush_max, max(1, self.brush_radius + (-1 if delta_y > 0 else 1)))
-
-    def on_key(self, key: str) -> None:
-        """Hotkeys: p points, m mask brush, e eraser, x delete pairs, z undo, y redo; Enter and
-        Escape go to the `on_submit` / `on_escape` callbacks."""
-        lower = key.lower()
-        if lower in ("enter", "return", "escape"):
-            for callback in list(self._escape if lower == "escape" else self._submit):
-                callback()
-        elif lower in HOTKEY_MODES:
-            self.mode = HOTKEY_MODES[lower]
-        elif lower == "z":
-            self.undo()
-        elif lower == "y":
-            self.redo()
-
     @traitlets.observe("mode")
     def _mode_changed(self, change):
-        self._events.watched_events = self._watched_events(change["new"])
-        self._moves.watched_events = ["mousemove"] if change["new"] in BRUSH_MODES else []
+        self.input.mode_changed(change["new"])
         self._draw_cursor(self._hover)
 
     @traitlets.observe("show_mask", "brush_radius", "tracked")
@@ -378,10 +367,29 @@ class DragCanvas(MultiCanvas):
         else:
             self._draw_cursor(self._hover)
 
-    @staticmethod
-    def _watched_events(mode):
-        events = ["mousedown", "mouseup", "mouseleave", "keydown"]
-        return events + (["wheel"] if mode in BRUSH_MODES else [])  # the wheel scrolls the page otherwise
+    # ================================================================== live drag
+    def _end_live(self) -> None:
+        """The press is over: a drag commits its pair, as the press's undo step; a click stays."""
+        with self.lock:
+            live, self._live = self._live, None
+            self.input.watch_moves(False)
+            self.dragging = False
+            if live is None or not live.dragging:
+                return
+            pairs = live.pairs(self.points, self.pending)
+            if self.editable:
+                with self._applying(live.label):
+                    self.points, self.pending = pairs, None
+                self.history.relabel(live.label)
+        self._redraw_points()
+        self.say(f"{live.label}: {len(self.points)} pair{'s' if len(self.points) != 1 else ''} (z to undo)")
+        self._tell_live(True)
+
+    def _tell_live(self, released: bool) -> None:
+        live = self._live
+        pairs = live.pairs(self.points, self.pending) if live is not None else list(self.points)
+        for callback in list(self._live_listeners):
+            callback(pairs, released)
 
     # ================================================================== drawing
     def redraw(self, *_) -> None:
@@ -402,9 +410,11 @@ class DragCanvas(MultiCanvas):
             drawing.draw_overlay(self.mask_layer, mask if self.show_mask else None, self.scale, self.canvas_size, box)
 
     def _redraw_points(self) -> None:
+        live = self._live if self._live is not None and self._live.dragging else None
+        points = [] if self.image is None else live.pairs(self.points, self.pending) if live else self.points
+        pending = None if live is not None and live.made == "handle" else self.pending
         with _DRAW_LOCK, hold_canvas():
-            drawing.draw_points(self.points_layer, self.points if self.image is not None else [], self.pending,
-                                self.scale, self.tracked)
+            drawing.draw_points(self.points_layer, points, pending, self.scale, self.tracked)
 
     def _draw_cursor(self, xy) -> None:
         with _DRAW_LOCK, hold_canvas():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import Callable, Dict, Tuple
 
 import ipywidgets as widgets
 import traitlets
@@ -27,7 +27,8 @@ TRAIT_TYPES = {int: traitlets.Int, float: traitlets.Float, bool: traitlets.Bool,
 FIELD_STYLE = {"description_width": "150px"}
 HELP = ("<small>Pointer over the image: <b>p</b> points · <b>m</b> mask brush · <b>e</b> eraser · "
         "<b>x</b> delete a pair · <b>z</b> undo · <b>y</b> redo · <b>Enter</b> run · <b>Esc</b> cancel · "
-        "wheel: brush size. Points: click a handle (red), then its target (blue); in delete mode click a "
+        "wheel: brush size. Points: press on the picture and drag to its target (the result follows the "
+        "pointer), or click a handle (red), then its target (blue); in delete mode click a "
         "handle or target to remove its pair (or use the list beside the pictures). Mask (hatched): paint "
         "the region that may change (none = everything may change).</small>")
 
@@ -50,10 +51,10 @@ class Toolbar(widgets.HBox):
             options=[("Points", "points"), ("Mask", "mask"), ("Eraser", "erase"), ("Delete", "delete")],
             tooltips=["click a handle, then its target (p)", "paint the region that may change (m)",
                       "erase the mask (e)", "click a handle or target to remove its pair (x)"],
-            style={"button_width": "62px"})
+            style={"button_width": "78px"})
         traitlets.link((canvas, "mode"), (self.mode_buttons, "value"))
-        self.brush_slider = widgets.IntSlider(4, min=1, max=64, description="Brush", layout=widgets.Layout(width="140px"),
-                                              style={"description_width": "38px"})
+        self.brush_slider = widgets.IntSlider(4, min=1, max=64, description="Brush", layout=widgets.Layout(width="230px"),
+                                              style={"description_width": "42px"})
         traitlets.link((canvas, "brush_radius"), (self.brush_slider, "value"))
         traitlets.dlink((canvas, "brush_max"), (self.brush_slider, "max"))
         self.show_mask_box = widgets.Checkbox(True, description="Show mask", indent=False,
@@ -161,8 +162,13 @@ class ParametersPanel(widgets.VBox):
         self.shown: Tuple[str, ...] = ()
         self.show_settings_of(owner.method)
         owner.observe(lambda change: self.show_settings_of(change["new"]), names="method")
+        self.live_fields = live_preview_fields()
+        for name, control in self.live_fields.items():
+            SettingLink(owner, name, control, self.message)
+        live = widgets.VBox([widgets.HTML("<b>Live preview</b> <small>(FastDrag while you drag a pair; "
+                                          "never a LoRA)</small>"), *self.live_fields.values()])
         super().__init__([self.model_text, self.prompt_text, widgets.HBox([self.upload, self.generate_button]),
-                          self.settings, self.message])
+                          self.settings, live, self.message])
 
     def show_settings_of(self, method: str) -> None:
         """Show `method`'s own settings under its name, then those every method has."""
@@ -216,6 +222,21 @@ def setting_traits() -> dict:
         info = setting_info(name)
         traits[name] = TRAIT_TYPES[info.kind](WIDGET_DEFAULTS.get(name, info.default), help=info.help)
     return traits
+
+
+def live_preview_fields() -> Dict[str, widgets.Widget]:
+    """The live preview's switch and its own FastDrag steps and strength (fast rather than best)."""
+    fields = {
+        "live_preview": widgets.Checkbox(description="Preview while dragging", indent=True, style=FIELD_STYLE,
+                                         tooltip="press on the picture and drag: the result follows the pointer"),
+        "preview_steps": widgets.IntText(description="Preview DDIM steps", style=FIELD_STYLE,
+                                         tooltip="DDIM steps of the preview's FastDrag (fewer: faster, rougher)"),
+        "preview_strength": widgets.FloatText(description="Preview strength", style=FIELD_STYLE,
+                                              tooltip="inversion strength of the preview's FastDrag"),
+    }
+    for name, control in fields.items():
+        control.add_class("dragwidget-setting-" + name.replace("_", "-"))
+    return fields
 
 
 def setting_field(name: str) -> widgets.Widget:

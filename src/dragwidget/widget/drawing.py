@@ -66,13 +66,14 @@ def marker_radius(scale: float) -> float:
     return float(min(9.0, max(5.0, 3.0 + 0.6 * scale)))
 
 
-def pair_at(points: List[PointPair], xy_display: Sequence[float], scale: float) -> Optional[int]:
-    """Index of the pair whose handle or target marker is nearest to display point `xy_display`,
-    within twice the marker radius (a click "on or near" it), or None."""
+def pair_at(points: List[PointPair], xy_display: Sequence[float], scale: float, targets_only: bool = False
+            ) -> Optional[int]:
+    """Index of the pair whose handle or target marker (`targets_only`: target marker) is nearest to
+    display point `xy_display`, within twice the marker radius (a click "on or near" it), or None."""
     reach = 2 * marker_radius(scale)
     best, nearest = None, reach
     for index, pair in enumerate(points):
-        for point in (pair.handle, pair.target):
+        for point in (pair.target,) if targets_only else (pair.handle, pair.target):
             u, v = to_display(point, scale)
             distance = math.hypot(u - xy_display[0], v - xy_display[1])
             if distance <= nearest:

@@ -7,6 +7,7 @@ pixels: x to the right, y down, pixel (i, j) centred on (i, j).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -119,6 +120,11 @@ class EditHistory:
         snapshot = source.pop()
         destination.append(Snapshot(snapshot.label, current.points, current.pending, current.mask))
         return snapshot
+
+    def relabel(self, label: str) -> None:
+        """The last step stands for a longer action now (a press that became a drag)."""
+        if self._undo:
+            self._undo[-1] = dataclasses.replace(self._undo[-1], label=label)
 
     def clear(self) -> None:
         self._undo.clear()

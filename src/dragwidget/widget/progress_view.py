@@ -1,4 +1,5 @@
-"""One compact progress line (stage, bar, elapsed and time left) and the status and error lines."""
+"""One compact progress line (stage, bar, elapsed and time left), the status and error lines, and a
+note on background work (the live preview's)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class ProgressView(widgets.VBox):
 
     status = traitlets.Unicode("")
     error = traitlets.Unicode("")
+    note = traitlets.Unicode("", help="background work beside the runs: the live preview's preparation")
 
     def __init__(self):
         self.clock = StageClock()
@@ -48,8 +50,9 @@ class ProgressView(widgets.VBox):
         self.timing = widgets.HTML("")
         self.status_html = widgets.HTML("")
         self.error_html = widgets.HTML("")
+        self.note_html = widgets.HTML("")
         line = widgets.HBox([self.stage, self.bar, self.timing], layout=widgets.Layout(align_items="center"))
-        super().__init__([line, self.status_html, self.error_html])
+        super().__init__([line, self.status_html, self.note_html, self.error_html])
         self.add_class("dragwidget-progress")
         self.current = None             # the stage shown
 
@@ -86,6 +89,11 @@ class ProgressView(widgets.VBox):
     @traitlets.observe("status")
     def _status_changed(self, change):
         self.status_html.value = f"<span class='dragwidget-status'>{html.escape(change['new'])}</span>"
+
+    @traitlets.observe("note")
+    def _note_changed(self, change):
+        self.note_html.value = (f"<small class='dragwidget-note' style='color:#555'>{html.escape(change['new'])}</small>"
+                                if change["new"] else "")
 
     @traitlets.observe("error")
     def _error_changed(self, change):

@@ -110,7 +110,7 @@ class ResultPanel(widgets.VBox):
         self.actions = widgets.HBox([self.use_button, self.path, self.save_png_button, self.save_gif_button],
                                     layout=widgets.Layout(flex_flow="row wrap"))
         super().__init__([self.title, self.edited_view, self.compare, self.actions, self.info, self.saved],
-                         layout=widgets.Layout(margin="0 0 0 12px"))
+                         layout=widgets.Layout(margin="0 0 0 8px"))
         self.show_input(None)
 
     @property
@@ -138,9 +138,10 @@ class ResultPanel(widgets.VBox):
         for part in (self.compare, self.actions):
             part.layout.display = "none"
 
-    def show_preview(self, original: Image.Image, preview: Image.Image, text: str) -> None:
-        """A live preview while the drag runs (the predicted clean image)."""
-        self.title.value = "<b>Live preview</b> <small>(predicted clean image during the drag)</small>"
+    def show_preview(self, original: Image.Image, preview: Image.Image, text: str,
+                     what: str = "predicted clean image during the drag") -> None:
+        """A preview: while the drag runs (the predicted clean image), or while the pointer drags."""
+        self.title.value = f"<b>Live preview</b> <small>({what})</small>"
         self.edited_view.value = self._display(preview.resize(original.size))
         self.info.value = text
         self.features.clear()             # the previous result's features do not belong to this drag

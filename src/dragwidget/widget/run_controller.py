@@ -1,14 +1,16 @@
-"""Running the engine for the widget: start, progress, results, feature maps, errors, and what the
-next run will cost.
+"""Running the engine for the widget: start, progress, results, feature maps, errors, what the
+next run will cost, and the live previews while the pointer drags.
 
 `RunController` is given the canvas (whose picture, points and mask a run takes), a progress view
 and the result panel. The engine is reached only through `DragEditor.run`, `.generate` and
-`.feature_maps` in the runner's thread, and `.plan` (a quick look-up) in the caller's.
+`.feature_maps` in the runner's thread, `.ready` and `.preview` in the live preview's
+(`live_preview.LivePreview`), and `.plan` (a quick look-up) in the caller's.
 """
 
 from __future__ import annotations
 
 import html
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from ..api import (DragCancelled, DragConfig, DragEditor, DragRequest, DragResul
                    FeatureRequest, InputError, PreparedImage, Progress, RunPlan, figure_png)
 from . import drawing
 from .canvas import DragCanvas
+from .live_preview import LivePreview, Shown
 from .models import model_stage_rates
 from .progress_view import STAGES, ProgressView
 from .result_panel import ResultPanel
@@ -39,6 +42,15 @@ class RunOptions:
     preview_every: int = 0
     show_features: bool = True
     feature_blocks: Optional[List[int]] = None
+    live_preview: bool = False
+    preview_steps: int = 10          # the live preview's FastDrag: DDIM steps and inversion strength
+    preview_strength: float = 0.7
+
+    def preview_config(self, editor: Optional[DragEditor]) -> DragConfig:
+        """The live preview's settings: FastDrag with its own steps and strength, no LoRA, no frames."""
+        return self.config_for(editor).replace(method="fastdrag", fastdrag_inference_steps=self.preview_steps,
+                                               fastdrag_inversion_strength=self.preview_strength,
+                                               fastdrag_lora_steps=0, preview_every=0).for_method()
 
 
 class RunController(traitlets.HasTraits):
@@ -59,6 +71,10 @@ class RunController(traitlets.HasTraits):
         self.feature_maps: Optional[FeatureMaps] = None
         self.last_traceback = ""
         self._started = 0.0
+        self._editor_lock = threading.Lock()           # the live preview's thread may load the model too
+        self._live_model = self._editor_model
+        self.live = LivePreview(lambda: self.editor_for(self._live_model), self._show_live, self._live_note)
+        self.live_shown: List[Shown] = []              # the previews put on screen, latest last
         traitlets.dlink((self, "status"), (progress, "status"))
         traitlets.dlink((self, "error"), (progress, "error"))
         traitlets.dlink((self, "running"), (canvas, "locked"))
@@ -70,11 +86,13 @@ class RunController(traitlets.HasTraits):
 
     # ================================================================== the engine
     def editor_for(self, model: str) -> DragEditor:
-        if self.editor is None or self._editor_model != model:
-            self.status = f"loading model {model}…"
-            self.editor = DragEditor(model)
-            self._editor_model = model
-        return self.editor
+        with self._editor_lock:
+            if self.editor is None or self._editor_model != model:
+                self.progress.note = f"loading model {model}…"
+                self.editor = DragEditor(model)
+                self._editor_model = model
+                self.progress.note = ""
+            return self.editor
 
     def generated_for(self, image) -> Optional[PreparedImage]:
         return self.generated[1] if self.generated is not None and self.generated[0] is image else None
@@ -99,6 +117,55 @@ class RunController(traitlets.HasTraits):
             return ""
         return plan.lora_message()
 
+    # ================================================================== live previews
+    def prepare_live(self, options: RunOptions) -> None:
+        """Prepare the canvas's picture for live previews, in the background."""
+        request = self._live_request([], options)
+        if request is not None:
+            self.live.prepare(request)
+
+    def want_live(self, pairs, options: RunOptions) -> None:
+        """Preview `pairs` of the canvas's picture (the committed ones and the one being dragged)."""
+        request = self._live_request(pairs, options) if pairs else None
+        if request is not None:
+            self.live.want(request)
+
+    def _live_request(self, pairs, options: RunOptions) -> Optional[DragRequest]:
+        """The preview request of `pairs`, or None (and the note says why where it is news)."""
+        image = self.canvas.image
+        # without a front end showing the canvas nobody can drag: no model is loaded for previews then
+        if not (options.live_preview and self.canvas.displayed and image is not None and not self.running):
+            return None
+        if self.generated_for(image) is not None:
+            if pairs:
+                self.progress.note = "no live preview of a generated picture (FastDrag needs an inversion): press Run"
+            return None
+        self._live_model = options.model
+        try:
+            config = options.preview_config(self.editor)
+        except DragWidgetError as error:
+            self.progress.note = f"no live preview: {error}"
+            return None
+        mask = self.canvas.mask.copy() if self.canvas.mask is not None and self.canvas.mask.any() else None
+        return DragRequest(image=image, points=list(pairs), mask=mask, prompt=options.prompt, config=config)
+
+    def _show_live(self, shown: Shown) -> None:
+        image = self.canvas.image
+        if self.running or image is None or shown.request.image is not image:
+            return        # a run took over, or the picture changed meanwhile
+        self.live_shown.append(shown)
+        del self.live_shown[:-200]
+        steps = shown.preview.timings
+        self.results.show_preview(image, shown.preview.image, (
+            f"<small>FastDrag preview of {len(shown.preview.pairs)} pair{'s' if len(shown.preview.pairs) != 1 else ''}"
+            f" in {shown.engine_seconds:.2f} s (denoising {steps.get('denoise', 0):.2f} s); not judged: "
+            "Run gives the chosen method's edit and its verdict</small>"),
+            what="FastDrag, following the pointer")
+        self.progress.note = ""
+
+    def _live_note(self, message: str) -> None:
+        self.progress.note = message
+
     # ================================================================== run
     def run(self, options: RunOptions, wait: bool = False, timeout: Optional[float] = None) -> Optional[DragResult]:
         """Start the drag of the canvas's picture in a background thread (the notebook stays
@@ -121,6 +188,7 @@ class RunController(traitlets.HasTraits):
                 return None
             image, points = canvas.image, list(canvas.points)
             mask = canvas.mask.copy() if canvas.mask.any() else None
+            self.live.drop()            # a preview must not hold the model the run needs
             generated = self.generated_for(image)
             self.progress.reset()
             self.feature_maps = None
@@ -267,6 +335,7 @@ class RunController(traitlets.HasTraits):
             if not options.prompt.strip():
                 self.error = "generated-image mode needs a prompt (Parameters → Prompt)"
                 return None
+            self.live.drop()
             self.progress.reset()
             self.status = "starting…"
             self.running = True

@@ -47,7 +47,7 @@ from .runner import BUSY, RunInProgressError
 from .session import RENAMED_PARAMETERS, current_names, load_session, save_session
 
 # other widget traits that may be passed to the constructor
-OPTIONS = ("show_features", "feature_blocks")
+OPTIONS = ("show_features", "feature_blocks", "live_preview", "preview_steps", "preview_strength")
 TABS = ("Parameters", "Feature maps", "Drag GIF", "Session", "Help")
 
 
@@ -100,6 +100,9 @@ class DragWidget(widgets.VBox, SettingTraits):
     model = traitlets.Unicode("", help="embedded name (toy), model folder or hub id; loaded at the first run")
     drag_steps = renamed_trait("drag_steps")
     learning_rate = renamed_trait("learning_rate")
+    live_preview = traitlets.Bool(True, help="while a pair is dragged with the pointer, show FastDrag's edit of it")
+    preview_steps = traitlets.Int(10, help="the live preview's DDIM steps (FastDrag's fastdrag_inference_steps)")
+    preview_strength = traitlets.Float(0.7, help="the live preview's inversion strength (FastDrag's)")
     show_features = traitlets.Bool(True, help="after each drag, compute and show the PCA feature grid of original and edited")
     feature_blocks = traitlets.Any(None, allow_none=True,
                                    help="decoder blocks of the feature grid; None = the drag's own (config.feature_block)")
@@ -138,8 +141,10 @@ class DragWidget(widgets.VBox, SettingTraits):
         traitlets.link((self, "method"), (self.toolbar.method_choice, "value"))
         self.canvas.on_submit(lambda: None if self.running else self.run())
         self.canvas.on_escape(self.cancel)
+        self.canvas.on_live_drag(lambda pairs, released: self.controller.want_live(pairs, self._options()))
         traitlets.dlink((self.canvas, "message"), (self, "status"))
         self.canvas.observe(self._picture_changed, names="image")
+        self.canvas.observe(lambda _: self.controller.prepare_live(self._options()), names="displayed")
 
         model_name = editor.model.name if editor is not None else (model or default_model_name())
         defaults = config or (editor.config if editor is not None else model_settings(model_name))
@@ -196,10 +201,24 @@ class DragWidget(widgets.VBox, SettingTraits):
         self._config(self.controller.editor, **{proposal["trait"].name: proposal["value"]})
         return proposal["value"]
 
+    @traitlets.validate("preview_steps", "preview_strength")
+    def _valid_preview_setting(self, proposal):
+        name, value = proposal["trait"].name, proposal["value"]
+        try:
+            self._options(**{name: value}).preview_config(self.controller.editor)
+        except InputError as error:
+            raise InputError(f"{name}={value!r}: {error}") from None
+        return value
+
     # ================================================================== observers
     @traitlets.observe("prompt", "lora_steps")
     def _lora_input_changed(self, change):
         self._show_plan()
+
+    @traitlets.observe("prompt", "live_preview", "preview_steps", "preview_strength", "model")
+    def _live_input_changed(self, change):
+        if self._defaults:
+            self.controller.prepare_live(self._options())
 
     @traitlets.observe("model")
     def _model_changed(self, change):
@@ -239,14 +258,20 @@ class DragWidget(widgets.VBox, SettingTraits):
         base = self._base_config or (editor.config if editor is not None else DragConfig())
         return base.replace_for_method(**{name: values.get(name, getattr(self, name)) for name in WIDGET_SETTINGS})
 
-    def _options(self) -> RunOptions:
+    def _options(self, **preview) -> RunOptions:
+        """What a run (or a live preview) needs of the widget's settings; `preview` overrides
+        preview_steps or preview_strength."""
         return RunOptions(model=self.model, prompt=self.prompt, config_for=self._config, lora_steps=self.lora_steps,
                           preview_every=self.preview_every, show_features=self.show_features,
-                          feature_blocks=None if self.feature_blocks is None else list(self.feature_blocks))
+                          feature_blocks=None if self.feature_blocks is None else list(self.feature_blocks),
+                          live_preview=self.live_preview, preview_steps=preview.get("preview_steps", self.preview_steps),
+                          preview_strength=preview.get("preview_strength", self.preview_strength))
 
     def _picture_changed(self, change) -> None:
         self.results.show_input(change["new"])
         self._show_plan()
+        if self._defaults:
+            self.controller.prepare_live(self._options())
 
     def _show_plan(self) -> None:
         message = self.controller.plan_message(self._options())
@@ -395,6 +420,8 @@ def widget_values(config: DragConfig) -> dict:
     the widget's own defaults where the config has the engine's."""
     resolved, engine = config.for_method(), DragConfig()
     values = {name: getattr(resolved, name) for name in WIDGET_SETTINGS}
+    # the live preview is FastDrag as the model's settings run it
+    values.update(preview_steps=config.fastdrag_inference_steps, preview_strength=config.fastdrag_inversion_strength)
     for name, widget_default in WIDGET_DEFAULTS.items():
         if getattr(config, name) == getattr(engine, name):
             values[name] = widget_default
