@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .cli_inputs import check_output_file, check_output_folder, settings_changes, sweep_values, whole_number
+from .cli_progress import StageProgress, quiet_library_bars
 from .dragbench.commands import add_dragbench_parsers
 from .api import DEFAULT_MODEL, DragCancelled, DragWidgetError, InputError, check_model_available
 from .toy.train_options import DESCRIPTION as TRAIN_DESCRIPTION
@@ -33,26 +34,6 @@ class _Parser(argparse.ArgumentParser):
 def _fail(message: str) -> int:
     print(f"dragwidget: error: {' '.join(str(message).split())}", file=sys.stderr)
     return EXIT_BAD_INPUT
-
-
-def _progress_printer():
-    from tqdm.auto import tqdm
-
-    bars = {}
-
-    def show(event):
-        bar = bars.get(event.stage)
-        if bar is None:
-            bar = bars[event.stage] = tqdm(total=event.total, desc=event.stage, leave=True, file=sys.stderr)
-        bar.total = event.total
-        bar.n = event.step
-        if event.cached:
-            bar.set_postfix_str("cached")
-        elif event.message:
-            bar.set_postfix_str(event.message)
-        bar.refresh()
-
-    return show, bars
 
 
 def edit(args) -> int:
@@ -77,12 +58,8 @@ def edit(args) -> int:
     editor = DragEditor(args.model, vae=args.vae, device=args.device)
     # The model's recommended settings are known now; the user's changes go on top of them.
     config = editor.config.replace_for_method(**changes)
-    show, bars = _progress_printer()
-    try:
+    with StageProgress(sys.stderr) as show:
         result = editor.run(DragRequest(picture, pairs, mask, args.prompt, config), progress=show)
-    finally:
-        for bar in bars.values():
-            bar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     result.image.save(out)
     print(f"wrote {out} ({result.image.width}x{result.image.height}) after {result.steps} drag steps "
@@ -172,13 +149,9 @@ def features(args) -> int:
     edited = load_image(args.edited) if args.edited else None
     editor = DragEditor(args.model, device=args.device)
     config = editor.config.replace_for_method(**changes)
-    show, bars = _progress_printer()
-    try:
+    with StageProgress(sys.stderr) as show:
         maps = editor.feature_maps(FeatureRequest(picture, args.prompt, edited=edited, steps=steps, blocks=blocks,
                                                   config=config, max_size=args.size), progress=show)
-    finally:
-        for bar in bars.values():
-            bar.close()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(figure_png(maps.figure()))
@@ -277,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None:   # run as the program: a caller's own process (a notebook, tests) keeps its environment
+        quiet_library_bars(sys.stderr)
     try:
         return args.run(args)
     except DragCancelled as error:

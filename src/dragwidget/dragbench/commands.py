@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List
 
 from ..cli_inputs import check_output_file, check_output_folder, settings_changes, sweep_values, whole_number
+from ..cli_progress import Counter
 from ..api import DEFAULT_MODEL, InputError, check_model_available
 from . import DIFT_MODEL, METRICS
 
@@ -25,8 +26,6 @@ def parse_metrics(text: str) -> List[str]:
 
 
 def bench_dragbench(args) -> int:
-    from tqdm.auto import tqdm
-
     from .bench_run import run_dragbench
     from .samples import find_samples, parse_shard, select_shard
 
@@ -51,13 +50,13 @@ def bench_dragbench(args) -> int:
     rows = []
     for key, value, config, folder in runs:
         label = f"{key}={value}" if key else "dragbench"
-        with tqdm(total=len(samples), desc=label, unit="sample", file=sys.stderr) as bar:
+        with Counter(desc=label, total=len(samples), unit="sample", stream=sys.stderr) as bar:
             def on_sample(sample, status, details):
-                bar.update(1)
                 if status == "failed":
-                    tqdm.write(f"skipped {sample.name}: {details['reason']}", file=sys.stderr)
-                elif status == "done":
+                    bar.write(f"skipped {sample.name}: {details['reason']}")
+                elif status == "done":   # before the count, so that a quarter's line names its last sample
                     bar.set_postfix_str(f"{sample.name}: {details['seconds']:.1f} s")
+                bar.update(1)
 
             try:
                 summary = run_dragbench(editor, samples, folder, config, resume=args.resume, on_sample=on_sample)
@@ -104,8 +103,6 @@ def load_scorers(metrics: List[str], args) -> dict:
 
 
 def eval_dragbench(args) -> int:
-    from tqdm.auto import tqdm
-
     from .metrics import evaluate, format_report, plot_report, write_report
     from .samples import find_samples
 
@@ -119,7 +116,7 @@ def eval_dragbench(args) -> int:
     check_output_file(plot_path, "--plot", image=True)
     samples = find_samples(Path(args.data))
     scorers = load_scorers(metrics, args)
-    with tqdm(total=len(samples), desc="scoring", unit="sample", file=sys.stderr) as bar:
+    with Counter(desc="scoring", total=len(samples), unit="sample", stream=sys.stderr) as bar:
         report = evaluate(samples, results, metrics, on_sample=lambda sample, row: bar.update(1), **scorers)
     if not report["samples"]:
         raise InputError(f"--results {results}: none of the {len(samples)} samples has a result there "

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
+from ..cli_progress import Counter
 from .model_folder import SCHEDULER_CONFIG, create_components, save_model_folder, write_tokenizer
 from .architectures import ARCHITECTURES, CAPTION_TOKENS
 from .broad_scenes import as_pixels, picture_batch, vocabulary
@@ -105,7 +105,7 @@ def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint, device: torc
     if start:
         checkpoint.load(vae=vae, vae_optimizer=optimizer)
     vae.train()
-    bar = tqdm(range(start, settings.vae_steps), desc="VAE", initial=start, total=settings.vae_steps)
+    bar = Counter(range(start, settings.vae_steps), desc="VAE", initial=start, total=settings.vae_steps)
     for step in bar:
         _, pixels = scene_batch(settings, settings.seed * 1_000_003 + step, settings.vae_batch)
         generator = torch.Generator().manual_seed(step)
@@ -119,7 +119,7 @@ def train_vae(vae, settings: TrainSettings, checkpoint: Checkpoint, device: torc
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(psnr=psnr_label(mse))
+        bar.set_postfix_str(f"psnr={psnr_label(mse)}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.vae_steps:
             checkpoint.save({**state, "vae_step": step + 1}, vae=vae, vae_optimizer=optimizer)
     vae.eval()
@@ -138,7 +138,7 @@ def finetune_decoder(vae, settings: TrainSettings, checkpoint: Checkpoint, devic
     if start:
         checkpoint.load(finetuned_vae=vae, decoder_optimizer=optimizer)
     vae.train()
-    bar = tqdm(range(start, settings.decoder_steps), desc="decoder", initial=start, total=settings.decoder_steps)
+    bar = Counter(range(start, settings.decoder_steps), desc="decoder", initial=start, total=settings.decoder_steps)
     for step in bar:
         _, pixels = scene_batch(settings, settings.seed * 3_000_017 + step, settings.vae_batch)
         pixels = pixels.to(device)
@@ -149,7 +149,7 @@ def finetune_decoder(vae, settings: TrainSettings, checkpoint: Checkpoint, devic
         mse.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(psnr=psnr_label(mse))
+        bar.set_postfix_str(f"psnr={psnr_label(mse)}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.decoder_steps:
             state = {**checkpoint.state(), "decoder_step": step + 1}
             checkpoint.save(state, finetuned_vae=vae, decoder_optimizer=optimizer)
@@ -163,7 +163,7 @@ def latent_pool(vae, tokenizer, settings: TrainSettings, checkpoint: Checkpoint,
         pool = load_file(str(path))
         return pool["latents"], pool["tokens"], float(pool["scaling_factor"])
     latents, tokens = [], []
-    for chunk in tqdm(range(0, settings.pool_size, 200), desc="latent pool"):
+    for chunk in Counter(range(0, settings.pool_size, 200), desc="latent pool", unit="chunk"):
         captions, pixels = scene_batch(settings, settings.seed * 7_000_001 + chunk, min(200, settings.pool_size - chunk))
         latents.append(vae.encode(pixels.to(device)).latent_dist.mean.cpu())
         tokens.append(tokenizer(captions, padding="max_length", max_length=CAPTION_TOKENS,
@@ -191,7 +191,7 @@ def train_denoiser(unet, text_encoder, latents, tokens, empty_tokens, settings: 
                         denoiser_optimizer=optimizer)
     unet.train()
     text_encoder.train()
-    bar = tqdm(range(start, settings.unet_steps), desc="UNet+text", initial=start, total=settings.unet_steps)
+    bar = Counter(range(start, settings.unet_steps), desc="UNet+text", initial=start, total=settings.unet_steps)
     for step in bar:
         generator = torch.Generator().manual_seed(settings.seed * 1_000_033 + step)
         index = torch.randint(0, latents.shape[0], (settings.unet_batch,), generator=generator)
@@ -217,7 +217,7 @@ def train_denoiser(unet, text_encoder, latents, tokens, empty_tokens, settings: 
         with torch.no_grad():
             for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
                 torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1 - decay)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix_str(f"loss={loss.item():.4f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.unet_steps:
             checkpoint.save({**state, "unet_step": step + 1}, unet=unet, text_encoder=text_encoder,
                             ema_unet=ema_unet, ema_text=ema_text, denoiser_optimizer=optimizer)
