@@ -77,6 +77,21 @@ def _write_settings(folder: Path) -> None:
         path.write_text(json.dumps(value))
 
 
+def wait_for_server(url: str, process: subprocess.Popen, log_path: Path, what: str, give_up, seconds: float = 180):
+    """Until the Jupyter server at `url` answers; when it dies or takes too long, `give_up()` and
+    fail with the end of its log."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status", timeout=5).read()
+            return
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                give_up()
+                pytest.fail(f"{what} did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.5)
+
+
 class JupyterServer:
     """`python -m jupyterlab` or `python -m notebook` on 127.0.0.1, no token, serving `root`."""
 
@@ -96,16 +111,7 @@ class JupyterServer:
             "--ServerApp.allow_root=True", "--IdentityProvider.token=", "--ServerApp.password=",
             "--ServerApp.disable_check_xsrf=True", f"--{app}.expose_app_in_browser=True",
         ], cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.url}/api/status", timeout=5).read()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.time() > deadline:
-                    self.close()
-                    pytest.fail(f"{module} did not start:\n" + self.log_path.read_text()[-3000:])
-                time.sleep(0.5)
+        wait_for_server(self.url, self.process, self.log_path, module, self.close)
 
     def notebook_url(self, name: str) -> str:
         return self.url + self._url_pattern.format(name)

@@ -76,14 +76,25 @@ def test_dragging_a_target_moves_it_and_a_release_outside_ends_the_drag():
     assert widget.points == [{"handle": [10, 10], "target": [40, 10]}]
 
 
-def test_pointer_moves_are_watched_only_while_pressed_in_points_mode():
+def test_the_mouse_comes_from_ipycanvas_and_keys_from_ipyevents():
+    """ipycanvas's own mouse events (what every front end delivers) drive the canvas; ipyevents
+    brings keys and the wheel only, and the help line says whether its events arrive."""
     widget = Widget(picture(), live_preview=False)
-    moves = widget.canvas.input.moves
-    assert moves.watched_events == []
-    widget.canvas.on_mouse_down(8, 8)
-    assert moves.watched_events == ["mousemove"]
-    widget.canvas.on_mouse_up(8, 8)
-    assert moves.watched_events == []
+    canvas = widget.canvas
+    assert not {"mousedown", "mousemove", "mouseup"} & set(canvas.input.events.watched_events)
+    layer = canvas[-1]                      # where MultiCanvas hands its front end's mouse events
+
+    def front_end(event, x, y):
+        layer._handle_frontend_event(None, {"event": event, "x": x, "y": y}, [])
+
+    front_end("mouse_down", 12 * 8 + 4, 6 * 8 + 4)
+    for x in range(13, 26):
+        front_end("mouse_move", x * 8 + 4, 6 * 8 + 4)
+    front_end("mouse_up", 25 * 8 + 4, 6 * 8 + 4)
+    assert widget.points == [{"handle": [12, 6], "target": [25, 6]}] and canvas.input.mouse_active
+    assert "nothing received yet" in widget.help_html.value and not canvas.input.keys_active
+    canvas.handle_event({"type": "mouseenter"})
+    assert canvas.input.keys_active and "working here" in widget.help_html.value
 
 
 # ---------------------------------------------------------------------- latest wish only

@@ -300,7 +300,6 @@ class DragCanvas(MultiCanvas):
                 made = self.add_point(*self.to_image(x, y))
                 if made != "ignored":
                     self._live = LiveDrag((x, y), made, grabbed)
-                    self.input.watch_moves(True)   # only while pressed: no idle traffic
             elif self.mode == "delete":
                 self.delete_pair_at(x, y)
             else:
@@ -372,7 +371,6 @@ class DragCanvas(MultiCanvas):
         """The press is over: a drag commits its pair, as the press's undo step; a click stays."""
         with self.lock:
             live, self._live = self._live, None
-            self.input.watch_moves(False)
             self.dragging = False
             if live is None or not live.dragging:
                 return

@@ -15,6 +15,7 @@ import ipywidgets as widgets
 import traitlets
 
 from ..api import METHOD_SETTINGS, METHODS, SHARED_SETTINGS, InputError, setting_info, settings_of
+from .compat import clear_upload, tip, uploaded_files
 
 METHOD_TITLES = {"dragdiffusion": "DragDiffusion (paper)", "gooddrag": "GoodDrag", "fastdrag": "FastDrag"}
 # The DragConfig settings the widget has a trait (of the same name) for: the method, and every
@@ -71,8 +72,8 @@ class Toolbar(widgets.HBox):
             options=[(title, method) for method, title in METHOD_TITLES.items()],
             description="Method",
             layout=widgets.Layout(width="185px"), style={"description_width": "52px"},
-            tooltip="DragDiffusion: optimise at one timestep, then denoise; GoodDrag: drag while denoising; "
-                    "FastDrag: warp the latent once, then denoise (about a second on a CPU)")
+            **tip("DragDiffusion: optimise at one timestep, then denoise; GoodDrag: drag while denoising; "
+                  "FastDrag: warp the latent once, then denoise (about a second on a CPU)"))
         self.method_choice.add_class("dragwidget-method")
         self.run_button = button("Run", "play", "run the drag (Enter)", on_run, "80px")
         self.run_button.button_style = "primary"
@@ -144,7 +145,8 @@ class ParametersPanel(widgets.VBox):
     def __init__(self, owner, on_upload: Callable[[dict], bool], on_generate: Callable[[], None]):
         style, wide = {"description_width": "130px"}, widgets.Layout(width="420px")
         self.model_text = widgets.Text(description="Model", continuous_update=False, layout=wide, style=style,
-                                       tooltip="embedded name (toy), model folder or Hugging Face hub id; loaded at the first run")
+                                       **tip("embedded name (toy), model folder or Hugging Face hub id; loaded at the "
+                                             "first run"))
         self.prompt_text = widgets.Text(description="Prompt", layout=wide, style=style, continuous_update=False)
         self.generate_button = button("Generate image from prompt", "magic",
                                       "generated-image mode: a new image from the prompt, dragged without LoRA or inversion",
@@ -178,9 +180,10 @@ class ParametersPanel(widgets.VBox):
                                   self.shared_heading, *(self.fields[name] for name in SHARED_SETTINGS)]
 
     def _uploaded(self, files, on_upload) -> None:
+        files = uploaded_files(files)
         if files:
             on_upload(files[0])
-            self.upload.value = ()  # the same file can be uploaded again
+            clear_upload(self.upload)
 
     def show_running(self, running: bool) -> None:
         self.generate_button.disabled = self.upload.disabled = running
@@ -228,11 +231,11 @@ def live_preview_fields() -> Dict[str, widgets.Widget]:
     """The live preview's switch and its own FastDrag steps and strength (fast rather than best)."""
     fields = {
         "live_preview": widgets.Checkbox(description="Preview while dragging", indent=True, style=FIELD_STYLE,
-                                         tooltip="press on the picture and drag: the result follows the pointer"),
+                                         **tip("press on the picture and drag: the result follows the pointer")),
         "preview_steps": widgets.IntText(description="Preview DDIM steps", style=FIELD_STYLE,
-                                         tooltip="DDIM steps of the preview's FastDrag (fewer: faster, rougher)"),
+                                         **tip("DDIM steps of the preview's FastDrag (fewer: faster, rougher)")),
         "preview_strength": widgets.FloatText(description="Preview strength", style=FIELD_STYLE,
-                                              tooltip="inversion strength of the preview's FastDrag"),
+                                              **tip("inversion strength of the preview's FastDrag")),
     }
     for name, control in fields.items():
         control.add_class("dragwidget-setting-" + name.replace("_", "-"))
@@ -244,9 +247,9 @@ def setting_field(name: str) -> widgets.Widget:
     label and its description as the tooltip (DragConfig's own check decides what values it takes)."""
     info = setting_info(name)
     if info.kind is bool:
-        control = widgets.Checkbox(description=info.label, tooltip=info.help, indent=True, style=FIELD_STYLE)
+        control = widgets.Checkbox(description=info.label, indent=True, style=FIELD_STYLE, **tip(info.help))
     else:
         number_box = {int: widgets.IntText, float: widgets.FloatText}[info.kind]
-        control = number_box(description=info.label, tooltip=info.help, style=FIELD_STYLE)
+        control = number_box(description=info.label, style=FIELD_STYLE, **tip(info.help))
     control.add_class("dragwidget-setting-" + name.replace("_", "-"))
     return control

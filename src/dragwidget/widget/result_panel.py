@@ -12,6 +12,7 @@ import ipywidgets as widgets
 import numpy as np
 from PIL import Image
 
+from .compat import tip
 from .drawing import display_size, fit_scale, gif_size, png_bytes, resized
 
 FEATURE_VIEW_WIDTH = 720  # px: the PCA grid is shown at most this wide
@@ -94,7 +95,7 @@ class ResultPanel(widgets.VBox):
         self.compare = widgets.FloatSlider(1.0, min=0.0, max=1.0, step=0.01, description="Before/after",
                                            readout=False, layout=widgets.Layout(width="300px"),
                                            style={"description_width": "80px"},
-                                           tooltip="left of the line the original, right of it the edited image")
+                                           **tip("left of the line the original, right of it the edited image"))
         self.compare.observe(lambda _: self._draw(), names="value")
         self.use_button = widgets.Button(description="Use as input", icon="arrow-left",
                                          tooltip="replace the input with the edited image to chain edits")
@@ -110,7 +111,10 @@ class ResultPanel(widgets.VBox):
         self.actions = widgets.HBox([self.use_button, self.path, self.save_png_button, self.save_gif_button],
                                     layout=widgets.Layout(flex_flow="row wrap"))
         super().__init__([self.title, self.edited_view, self.compare, self.actions, self.info, self.saved],
-                         layout=widgets.Layout(margin="0 0 0 8px"))
+                         # never squeezed (a flex item would be, and its picture with it): in a narrow
+                         # front end the row wraps instead
+                         layout=widgets.Layout(margin="0 0 0 8px", flex="0 0 auto",
+                                               width=f"{self.max_display_size[0]}px"))
         self.show_input(None)
 
     @property

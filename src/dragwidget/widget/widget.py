@@ -24,6 +24,7 @@ of the decoder-block features of original and edited (by default only the drag's
 
 from __future__ import annotations
 
+import html
 import io
 import sys
 import warnings
@@ -35,6 +36,7 @@ from PIL import Image
 
 from ..api import DragConfig, DragEditor, DragResult, InputError
 from .canvas import MODES, DragCanvas
+from .compat import titled_tabs
 from .history import Checked
 from .controls import (HELP, WIDGET_DEFAULTS, WIDGET_SETTINGS, ArrayLink, ParametersPanel, SessionPanel, Toolbar,
                        setting_traits)
@@ -129,7 +131,8 @@ class DragWidget(widgets.VBox, SettingTraits):
         self.tabs = self._tabs()
         super().__init__([self.toolbar,
                           widgets.HBox([self.canvas, self.results, self.point_list],
-                                       layout=widgets.Layout(align_items="flex-start", margin="6px 0")),
+                                       layout=widgets.Layout(align_items="flex-start", margin="6px 0",
+                                                             flex_flow="row wrap")),
                           self.progress, self.tabs], **{k: parameters.pop(k) for k in ("layout",) if k in parameters})
         self.add_class("dragwidget")
         for name in ("points", "mode", "brush_radius", "show_mask"):
@@ -174,11 +177,16 @@ class DragWidget(widgets.VBox, SettingTraits):
                                                   indent=False, layout=widgets.Layout(width="320px"))
         traitlets.link((self, "show_features"), (self.show_features_box, "value"))
         self.session_panel = SessionPanel(self.save_session, self.load_session)
-        self.help_html = widgets.HTML(HELP)
-        tabs = widgets.Tab(children=[self.parameters_panel, widgets.VBox([self.show_features_box, self.results.features]),
-                                     self.results.animation, self.session_panel, self.help_html], titles=TABS)
+        self.help_html = widgets.HTML("")
+        self._show_input_help()
+        self.canvas.input.observe(lambda _: self._show_input_help(), names="keys_active")
+        tabs = titled_tabs([self.parameters_panel, widgets.VBox([self.show_features_box, self.results.features]),
+                            self.results.animation, self.session_panel, self.help_html], TABS)
         tabs.selected_index = None
         return tabs
+
+    def _show_input_help(self) -> None:
+        self.help_html.value = f"{HELP}<br><small>Input here: {html.escape(self.canvas.input.describe())}.</small>"
 
     # ================================================================== checks: the canvas's own
     @traitlets.validate("image")
