@@ -178,8 +178,10 @@ def test_classic_notebook_clicks_paints_runs_and_reads_back(classic):
                     break
                 assert not ran["error"] and time.time() < deadline, ran
             assert ran["result"]["size"] == [64, 64] and ran["result"]["says"], ran
-            result_box = page.evaluate("""() => { const img = Array.from(document.querySelectorAll('.dragwidget-result'))
-                .find((e) => e.naturalWidth > 0); const r = img.getBoundingClientRect(); return [r.width, r.height]; }""")
+            # the picture on show once it has loaded (a new value is a new blob the <img> loads)
+            result_box = page.wait_for_function("""() => { const img = Array.from(document.querySelectorAll(
+                '.dragwidget-result')).find((e) => e.complete && e.naturalWidth > 0);
+                if (!img) return null; const r = img.getBoundingClientRect(); return [r.width, r.height]; }""").json_value()
             assert abs(result_box[0] - result_box[1]) <= 2 and result_box[0] >= 300, result_box   # not squeezed
 
             # the feature explorer of the run's maps, in a new cell: its grid is drawn

@@ -1,10 +1,10 @@
 """The drag canvas: the image with its point pairs and mask, the mouse and keys that edit them.
 
 `DragCanvas` is an ipycanvas `MultiCanvas` that owns its layers (image, mask overlay, points,
-brush cursor), its ipyevents, its drawing and its edit data. The traits `points`, `pending`,
-`mask` and `mode` are the only copy of that data; the undo history keeps earlier values of them.
-Events arrive in canvas buffer pixels (ipycanvas) or CSS pixels (ipyevents, converted here);
-everything stored is in image pixels.
+brush cursor), its drawing and its edit data; its input (`canvas_input.CanvasInput`) calls the
+handlers here in canvas buffer pixels. The traits `points`, `pending`, `mask` and `mode` are the
+only copy of that data; the undo history keeps earlier values of them. Everything stored is in
+image pixels.
 """
 
 from __future__ import annotations

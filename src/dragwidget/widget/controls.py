@@ -14,17 +14,11 @@ from typing import Callable, Dict, Tuple
 import ipywidgets as widgets
 import traitlets
 
-from ..api import METHOD_SETTINGS, METHODS, SHARED_SETTINGS, InputError, setting_info, settings_of
+from ..api import METHOD_SETTINGS, SHARED_SETTINGS, InputError, setting_info, settings_of
 from .compat import clear_upload, tip, uploaded_files
+from .setting_traits import WIDGET_SETTINGS
 
 METHOD_TITLES = {"dragdiffusion": "DragDiffusion (paper)", "gooddrag": "GoodDrag", "fastdrag": "FastDrag"}
-# The DragConfig settings the widget has a trait (of the same name) for: the method, and every
-# setting the Parameters panel shows for one method or another.
-WIDGET_SETTINGS = ("method", *dict.fromkeys(name for method in METHODS for name in settings_of(method)))
-# Where the widget's default differs from the engine's (used when the engine config leaves the
-# engine's default): the widget shows the drag as a GIF, and keeps the pixels outside a drawn mask.
-WIDGET_DEFAULTS = {"preview_every": 4, "keep_outside_mask": True}
-TRAIT_TYPES = {int: traitlets.Int, float: traitlets.Float, bool: traitlets.Bool, str: traitlets.Unicode}
 FIELD_STYLE = {"description_width": "150px"}
 HELP = ("<small>Pointer over the image: <b>p</b> points · <b>m</b> mask brush · <b>e</b> eraser · "
         "<b>x</b> delete a pair · <b>z</b> undo · <b>y</b> redo · <b>Enter</b> run · <b>Esc</b> cancel · "
@@ -215,16 +209,6 @@ class SessionPanel(widgets.VBox):
             self.message.value = f"<small>loaded {html.escape(self.path.value)}</small>"
         except Exception as error:
             self.message.value = f"<small style='color:#b00020'>not loaded: {html.escape(str(error))}</small>"
-
-
-def setting_traits() -> dict:
-    """A trait per widget setting, named, typed, described and defaulted as its DragConfig field
-    (the widget's own default where WIDGET_DEFAULTS has one)."""
-    traits = {}
-    for name in WIDGET_SETTINGS:
-        info = setting_info(name)
-        traits[name] = TRAIT_TYPES[info.kind](WIDGET_DEFAULTS.get(name, info.default), help=info.help)
-    return traits
 
 
 def live_preview_fields() -> Dict[str, widgets.Widget]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -28,12 +27,11 @@ from PIL import Image
 
 from ..api import InputError, PointPair, load_image, load_mask, normalise_points
 from .drawing import draw_pairs
+from .setting_traits import current_names
 
 SESSION_FORMAT = "dragwidget-session/1"
 # Widget parameters renamed to the DragConfig fields they set; the old names are still read, with a
 # DeprecationWarning, until the next release.
-RENAMED_PARAMETERS = {"drag_steps": "max_drag_steps", "learning_rate": "drag_lr"}
-
 # The globals a pickle of {'prompt': str, 'points': list, 'mask': ndarray} may name (numpy 1 and 2).
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -168,21 +166,6 @@ def load_session(folder) -> Session:
     _expect(prompt, (str, type(None)), source, "prompt", "text")
     return Session(image=image, prompt=prompt or "", points=_pairs(points, width, height, source),
                    mask=mask, parameters=dict(parameters))
-
-
-def current_names(parameters: dict, where: str, stacklevel: int = 2) -> dict:
-    """`parameters` with each renamed one under its new name (a DeprecationWarning naming it, attributed
-    `stacklevel` frames up from the caller); InputError when a setting is given under both names."""
-    current = {}
-    for name, value in parameters.items():
-        new_name = RENAMED_PARAMETERS.get(name, name)
-        if new_name != name:
-            if new_name in parameters:
-                raise InputError(f"{where}: {name} is the old name of {new_name}; give {new_name} only")
-            warnings.warn(f"{where}: {name} is deprecated, use {new_name}", DeprecationWarning,
-                          stacklevel=stacklevel + 1)
-        current[new_name] = value
-    return current
 
 
 def _inside(root: Path, name: str, role: str) -> Path:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import html
 import io
 import sys
-import warnings
 from typing import Optional
 
 import ipywidgets as widgets
@@ -38,15 +37,15 @@ from ..api import DragConfig, DragEditor, DragResult, InputError
 from .canvas import MODES, DragCanvas
 from .compat import titled_tabs
 from .history import Checked
-from .controls import (HELP, WIDGET_DEFAULTS, WIDGET_SETTINGS, ArrayLink, ParametersPanel, SessionPanel, Toolbar,
-                       setting_traits)
+from .controls import HELP, ArrayLink, ParametersPanel, SessionPanel, Toolbar
 from .models import default_model_name, model_settings
 from .point_list import PointList
 from .progress_view import ProgressView
 from .result_panel import ResultPanel
 from .run_controller import RunController, RunOptions
 from .runner import BUSY, RunInProgressError
-from .session import RENAMED_PARAMETERS, current_names, load_session, save_session
+from .session import load_session, save_session
+from .setting_traits import WIDGET_SETTINGS, SettingTraits, current_names, renamed_trait, widget_values
 
 # other widget traits that may be passed to the constructor
 OPTIONS = ("show_features", "feature_blocks", "live_preview", "preview_steps", "preview_strength")
@@ -64,29 +63,6 @@ def enable_colab_widgets() -> bool:
         return True
     except Exception:  # an older Colab: the widget still works where the manager is on already
         return False
-
-
-# The widget's setting traits, one per DragConfig field it sets (controls.WIDGET_SETTINGS).
-SettingTraits = type("SettingTraits", (traitlets.HasTraits,), setting_traits())
-
-
-def renamed_trait(old_name: str) -> property:
-    """A deprecated name of a setting trait, read and written as the trait (with a DeprecationWarning)."""
-    new_name = RENAMED_PARAMETERS[old_name]
-
-    def warn() -> None:
-        warnings.warn(f"DragWidget.{old_name} is deprecated, use DragWidget.{new_name}", DeprecationWarning,
-                      stacklevel=3)
-
-    def read(widget):
-        warn()
-        return getattr(widget, new_name)
-
-    def write(widget, value) -> None:
-        warn()
-        setattr(widget, new_name, value)
-
-    return property(read, write, doc=f"Deprecated: {new_name}.")
 
 
 class DragWidget(widgets.VBox, SettingTraits):
@@ -421,16 +397,3 @@ class DragWidget(widgets.VBox, SettingTraits):
         widget = cls(**kwargs)
         widget.load_session(folder)
         return widget
-
-
-def widget_values(config: DragConfig) -> dict:
-    """The widget's settings for an engine config: its chosen method's values of the shared ones, and
-    the widget's own defaults where the config has the engine's."""
-    resolved, engine = config.for_method(), DragConfig()
-    values = {name: getattr(resolved, name) for name in WIDGET_SETTINGS}
-    # the live preview is FastDrag as the model's settings run it
-    values.update(preview_steps=config.fastdrag_inference_steps, preview_strength=config.fastdrag_inversion_strength)
-    for name, widget_default in WIDGET_DEFAULTS.items():
-        if getattr(config, name) == getattr(engine, name):
-            values[name] = widget_default
-    return values
