@@ -221,3 +221,21 @@ def test_preview_settings_are_checked_and_shown_on_the_parameters_tab():
         widget.preview_strength = 1.5
     panel.live_fields["preview_strength"].value = 0.05      # 6 x 0.05 < 1 inversion step: refused, put back
     assert widget.preview_strength != 0.05 and "preview_strength" in panel.message.value
+
+
+def test_hovering_in_points_mode_sends_the_front_end_nothing(monkeypatch):
+    """ipycanvas reports every pointer move over the canvas: in points mode, with no button held,
+    they must not turn into drawing messages."""
+    widget = Widget(picture(), live_preview=False)
+    layer = widget.canvas.cursor_layer
+    cleared = []
+    monkeypatch.setattr(type(layer), "clear", lambda self: cleared.append(self))
+    for x in range(10, 60):
+        widget.canvas.on_mouse_move(x * 8, 20 * 8)
+    assert cleared == []
+    widget.mode = "mask"                      # the brush cursor follows the pointer there
+    widget.canvas.on_mouse_move(80, 80)
+    cleared.clear()
+    widget.mode = "points"                    # and is cleared once when it goes
+    widget.canvas.on_mouse_move(90, 80)
+    assert len(cleared) == 1

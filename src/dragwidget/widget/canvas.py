@@ -59,6 +59,7 @@ class DragCanvas(MultiCanvas):
         self._stroke: Optional[Stroke] = None
         self._stroke_time = None
         self._hover = None
+        self._cursor_drawn = False
         self._live: Optional[LiveDrag] = None     # a press in points mode, perhaps becoming a drag
         self._live_listeners: List[Callable[[List[PointPair], bool], None]] = []
         self.image_layer, self.mask_layer, self.points_layer, self.cursor_layer = (self[i] for i in range(4))
@@ -400,6 +401,7 @@ class DragCanvas(MultiCanvas):
             self._redraw_overlay()
             self._redraw_points()
             self.cursor_layer.clear()
+            self._cursor_drawn = False
 
     def _redraw_overlay(self, box=None) -> None:
         """The mask overlay; `box` (image pixels) limits the redraw to what a stroke touched."""
@@ -415,8 +417,12 @@ class DragCanvas(MultiCanvas):
             drawing.draw_points(self.points_layer, points, pending, self.scale, self.tracked)
 
     def _draw_cursor(self, xy) -> None:
+        shown = self.mode in BRUSH_MODES and xy is not None and self.image is not None
+        if not shown and not self._cursor_drawn:
+            return      # every pointer move over the canvas comes here: no message when nothing changes
         with _DRAW_LOCK, hold_canvas():
-            if self.mode not in BRUSH_MODES or xy is None or self.image is None:
-                self.cursor_layer.clear()
-            else:
+            if shown:
                 drawing.draw_cursor(self.cursor_layer, xy, self.brush_radius * self.scale, self.mode == "erase")
+            else:
+                self.cursor_layer.clear()
+        self._cursor_drawn = shown
