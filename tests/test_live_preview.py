@@ -5,6 +5,7 @@ engine's preview is the picture its run gives, without a LoRA or a verdict."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -112,7 +113,6 @@ class SlowEditor:
                 self.cancelled.append(request.points[0].target)
                 raise DragCancelled("overtaken")
         self.finished.append(request.points[0].target)
-        from types import SimpleNamespace
         return SimpleNamespace(image=None, pairs=request.points, timings={})
 
     def ready(self, *args, **kwargs):
