@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
 LONG = 300_000  # ms: generous, the machine may be busy
+# ms between checks of a waited-for condition. Playwright's default waits for the next animation
+# frame, and headless Chromium may stop producing frames: the condition would then go unchecked
+POLL = 250
 VIEWPORT = {"width": 1280, "height": 800}
 FRONT_ENDS = {  # module to run, its app's config name, the URL of a notebook
     "lab": ("jupyterlab", "LabApp", "/lab/tree/{}?reset"),
@@ -279,7 +282,8 @@ class Front:
     def open(self, url: str) -> None:
         self.page.goto(url)
         self.page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                                    " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=LONG)
+                                    " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=LONG,
+                                    polling=POLL)
         self.page.evaluate("""async () => {
             const panel = window.jupyterapp.shell.currentWidget;
             await panel.sessionContext.ready;
@@ -293,7 +297,8 @@ class Front:
             if (!s.leftCollapsed) s.collapseLeft(); if (!s.rightCollapsed) s.collapseRight(); }""")
         self.page.wait_for_function("""() => { const s = window.jupyterapp.shell;
             const shown = (id) => { const e = document.getElementById(id); return !!e && e.getBoundingClientRect().width > 0; };
-            return s.leftCollapsed && s.rightCollapsed && !shown('jp-left-stack') && !shown('jp-right-stack'); }""")
+            return s.leftCollapsed && s.rightCollapsed && !shown('jp-left-stack') && !shown('jp-right-stack'); }""",
+                                    polling=POLL)
         return self.page.evaluate("""() => ({left: window.jupyterapp.shell.leftCollapsed, right: window.jupyterapp.shell.rightCollapsed,
             panel: window.jupyterapp.shell.currentWidget.node.getBoundingClientRect().toJSON()})""")
 
@@ -304,7 +309,8 @@ class Front:
         self.page.locator(".dragwidget").first.wait_for(state="attached", timeout=LONG)
         self.lap("widget shown")
         self.kernel("pass")  # queued behind the cells
-        self.page.wait_for_function(f"() => ((r) => r.unrun.length === 0 || r.errors.length > 0)(({CELLS})())", timeout=LONG)
+        self.page.wait_for_function(f"() => ((r) => r.unrun.length === 0 || r.errors.length > 0)(({CELLS})())", timeout=LONG,
+                                    polling=POLL)
         cells = self.page.evaluate(CELLS)
         self.lap("all cells ran")
         assert not cells["errors"], cells

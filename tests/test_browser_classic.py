@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_harness import ARTIFACTS, CHROMIUM, LONG, VIEWPORT, _free_port, launch, wait_for_server
+from browser_harness import ARTIFACTS, CHROMIUM, LONG, POLL, VIEWPORT, _free_port, launch, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_STACK = ("ipywidgets==7.8.5", "notebook==6.5.7")
@@ -132,12 +132,12 @@ def test_classic_notebook_clicks_paints_runs_and_reads_back(classic):
         try:
             page.goto(f"{classic['url']}/notebooks/classic.ipynb")
             page.wait_for_function("() => window.Jupyter && Jupyter.notebook && Jupyter.notebook.kernel"
-                                   " && Jupyter.notebook.kernel.is_connected()")
+                                   " && Jupyter.notebook.kernel.is_connected()", polling=POLL)
             page.evaluate("() => Jupyter.notebook.execute_all_cells()")
             page.locator("canvas.dragwidget-canvas").first.wait_for(state="visible")
             kernel = lambda code: _checked(page.evaluate(KERNEL_EXEC, code))
             state = lambda: json.loads(kernel(STATE).strip().splitlines()[-1])
-            page.wait_for_function("() => Jupyter.notebook.get_cell(0).input_prompt_number")
+            page.wait_for_function("() => Jupyter.notebook.get_cell(0).input_prompt_number", polling=POLL)
             page.wait_for_timeout(1000)
             before = state()
             assert before["ipywidgets"] == "7.8.5" and before["points"] == [], before
@@ -178,10 +178,7 @@ def test_classic_notebook_clicks_paints_runs_and_reads_back(classic):
                     break
                 assert not ran["error"] and time.time() < deadline, ran
             assert ran["result"]["size"] == [64, 64] and ran["result"]["says"], ran
-            # the picture on show once it has loaded (a new value is a new blob the <img> loads)
-            result_box = page.wait_for_function("""() => { const img = Array.from(document.querySelectorAll(
-                '.dragwidget-result')).find((e) => e.complete && e.naturalWidth > 0);
-                if (!img) return null; const r = img.getBoundingClientRect(); return [r.width, r.height]; }""").json_value()
+            result_box = _shown_result_box(page, kernel)
             assert abs(result_box[0] - result_box[1]) <= 2 and result_box[0] >= 300, result_box   # not squeezed
 
             # the feature explorer of the run's maps, in a new cell: its grid is drawn
@@ -190,7 +187,7 @@ def test_classic_notebook_clicks_paints_runs_and_reads_back(classic):
                               + 'explorer = CorrespondenceExplorer(widget.feature_maps)\\nexplorer');
                 cell.execute(); }""")
             page.wait_for_function("() => Jupyter.notebook.get_cell(1).input_prompt_number"
-                                   " && document.querySelectorAll('canvas').length >= 3")
+                                   " && document.querySelectorAll('canvas').length >= 3", polling=POLL)
             page.wait_for_timeout(1500)
             drawn = page.evaluate("""() => Array.from(document.querySelectorAll('canvas')).slice(-2).map((c) => {
                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -205,6 +202,23 @@ def test_classic_notebook_clicks_paints_runs_and_reads_back(classic):
             raise
         finally:
             browser.close()
+
+
+def _shown_result_box(page, kernel) -> list:
+    """The result picture's box on the page once it has loaded (a new value is a new blob the <img> loads)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        return page.wait_for_function("""() => { const img = Array.from(document.querySelectorAll(
+            '.dragwidget-result')).find((e) => e.complete && e.naturalWidth > 0);
+            if (!img) return null; const r = img.getBoundingClientRect(); return [r.width, r.height]; }""",
+                                      polling=POLL, timeout=60_000).json_value()
+    except PlaywrightTimeout:
+        page_side = page.evaluate("""() => ({visibility: document.visibilityState, images: Array.from(
+            document.querySelectorAll('.dragwidget-result')).map((e) => ({src: e.src.slice(0, 60), complete: e.complete,
+            natural: [e.naturalWidth, e.naturalHeight], box: [e.clientWidth, e.clientHeight]}))})""")
+        kernel_side = kernel("_v = widget.results.edited_view.value; print(len(_v), bytes(_v[:8]))")
+        raise AssertionError(f"no result picture loaded within 60 s: page {page_side}, kernel {kernel_side}") from None
 
 
 def _checked(text: str) -> str:
