@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))   # the browser harness of the tests
 
 # For each preview shown: its pair, when its position reached the kernel and when it was shown
-# (perf_counter, s), and the engine's seconds.
+# (time.time(), s: a wall clock the page's can be compared with), and the engine's seconds.
 KERNEL_RECORD = """import json as _json
 assert widget.controller.live.wait_idle(60)
 print(_json.dumps([{"pairs": [p.to_dict() for p in s.preview.pairs], "asked": s.asked_at, "shown": s.shown_at,

@@ -54,8 +54,15 @@ class _Lines:
         # a log file may be read (tail -f) while the run goes on
         self.stream.flush()
 
-    def elapsed(self, started: float) -> str:
-        return f"in {self.clock() - started:.1f} s"
+    def counted(self, name: str, step: int, total: int, message: str = "") -> None:
+        """A line for a quarter passed: how far, of how many."""
+        self.line(f"{name}: {step}/{total} ({100 * step // total} %){_suffix(message)}")
+
+    def ended(self, name: str, counted: str, finished: bool, started: float, message: str = "") -> None:
+        """The last line of a stage or loop: how far it got (`counted`, '' when nothing was counted),
+        done or stopped short, in how long."""
+        self.line(f"{name}: {counted + ' ' if counted else ''}{'done' if finished else 'stopped'} "
+                  f"in {self.clock() - started:.1f} s{_suffix(message)}")
 
 
 # ---------------------------------------------------------------- engine events (edit, features)
@@ -89,7 +96,7 @@ class _StageLines(_Lines):
             self._end(stage, message)
         elif _quarter(step, total) > state.quarter:
             state.quarter = _quarter(step, total)
-            self.line(f"{stage}: {step}/{total} ({100 * step // total} %){_suffix(message)}")
+            self.counted(stage, step, total, message)
 
     def _start(self, stage: str, step: int, total: int, message: str, cached: bool) -> None:
         # The engine's stages run one after the other: a new one means the others have ended
@@ -105,13 +112,12 @@ class _StageLines(_Lines):
             self.line(f"{stage}: {message or 'started'}" if total <= 0
                       else f"{stage}: started, {_amount(total, 'step')}{_suffix(message)}")
             if state.quarter:
-                self.line(f"{stage}: {step}/{total} ({100 * step // total} %)")
+                self.counted(stage, step, total)
 
     def _end(self, stage: str, message: str = "") -> None:
         state = self.open.pop(stage)
-        counted = f"{state.step}/{state.total} " if state.total > 0 else ""
-        word = "done" if state.step >= state.total else "stopped"
-        self.line(f"{stage}: {counted}{word} {self.elapsed(state.started)}{_suffix(message)}")
+        self.ended(stage, f"{state.step}/{state.total}" if state.total > 0 else "", state.step >= state.total,
+                   state.started, message)
 
     def close(self) -> None:
         for stage in list(self.open):
@@ -209,7 +215,7 @@ class Counter(_Lines):
         quarter = _quarter(self._n, self.total)
         if quarter > self.quarter and self._n < self.total:   # the end has its own line, at close()
             self.quarter = quarter
-            self.line(f"{self.desc}: {self._n}/{self.total} ({100 * self._n // self.total} %){_suffix(self.postfix)}")
+            self.counted(self.desc, self._n, self.total, self.postfix)
 
     def set_postfix_str(self, text: str) -> None:
         if self.bar is not None:
@@ -233,10 +239,8 @@ class Counter(_Lines):
         if self.closed:
             return
         self.closed = True
-        finished = self.total is None or self._n >= self.total
         counted = _amount(self._n, self.unit) if self.total is None else f"{self._n}/{self.total}"
-        self.line(f"{self.desc}: {counted} {'done' if finished else 'stopped'} {self.elapsed(self.started)}"
-                  f"{_suffix(self.postfix)}")
+        self.ended(self.desc, counted, self.total is None or self._n >= self.total, self.started, self.postfix)
 
     def __enter__(self) -> "Counter":
         return self

@@ -114,8 +114,7 @@ class DragEditor:
         if source == "trained":
             self._record_rate(prepared, "lora", timings["lora"], config.lora_steps)
         self.use_prepared(prepared)  # the just-trained LoRA is already in place; this records it
-        prepared.inverted_latent(self.model, config, report,
-                                 lambda stage, seconds, steps: self._record_rate(prepared, stage, seconds, steps))
+        prepared.inverted_latent(self.model, config, report, functools.partial(self._record_rate, prepared))
         return prepared
 
     @_holds_the_model
@@ -155,8 +154,7 @@ class DragEditor:
               judged: bool = True):
         self.use_prepared(prepared)
         drag = run_drag if judged else edit_picture
-        return drag(self.model, prepared, request, config, report,
-                    lambda stage, seconds, steps: self._record_rate(prepared, stage, seconds, steps))
+        return drag(self.model, prepared, request, config, report, functools.partial(self._record_rate, prepared))
 
     @_holds_the_model
     def run(self, request: DragRequest, progress: Optional[ProgressCallback] = None,
@@ -186,7 +184,7 @@ class DragEditor:
         prepared = self._kept(load_image(image), prompt, config, progress, cancel)
         self.use_prepared(prepared)
         prepared.inverted_latent(self.model, config, ProgressReporter(progress, cancel),
-                                 lambda stage, seconds, steps: self._record_rate(prepared, stage, seconds, steps))
+                                 functools.partial(self._record_rate, prepared))
         if config.method == "fastdrag" and config.fastdrag_rigid_core:   # what its warp looks the object up in
             prepared.original_features.locating_for(self.model, prepared.image, prepared.prompt, config)
         return prepared

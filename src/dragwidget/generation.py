@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+from PIL import Image
 
 from .config import DragConfig
-from .ddim_inversion import ddim_scheduler, drag_timestep_index
-from .denoise_decode import predict_noise
-from .encoding import decode_latents, encode_prompt
+from .ddim_inversion import ddim_scheduler, drag_timestep_index, invert
+from .denoise_decode import decode, denoise, predict_noise
+from .encoding import decode_latents, encode_image, encode_prompt, image_to_tensor, tensor_to_image
 from .loading import DiffusionModel
 
 
@@ -63,12 +64,6 @@ def generate_keeping_latents(
 def reconstruct(model: DiffusionModel, image, prompt: str, config: Optional[DragConfig]):
     """`image` inverted to the drag's timestep and denoised back without a drag (config None: through
     the VAE alone): what an edit that moved nothing would give, the model's own loss of detail."""
-    from PIL import Image
-
-    from .ddim_inversion import invert
-    from .denoise_decode import decode, denoise
-    from .encoding import encode_image, image_to_tensor, tensor_to_image
-
     picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
     latent = encode_image(model, image_to_tensor(picture, model.device))
     if config is not None:

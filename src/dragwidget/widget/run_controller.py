@@ -19,7 +19,7 @@ from typing import Callable, List, Optional
 import traitlets
 
 from ..api import (DragCancelled, DragConfig, DragEditor, DragRequest, DragResult, DragWidgetError, FeatureMaps,
-                   FeatureRequest, InputError, PreparedImage, Progress, RunPlan, figure_png)
+                   FeatureRequest, InputError, PreparedImage, Progress, RunPlan, figure_png, setting_info)
 from . import drawing
 from .canvas import DragCanvas
 from .live_preview import LivePreview, Shown
@@ -43,8 +43,9 @@ class RunOptions:
     show_features: bool = True
     feature_blocks: Optional[List[int]] = None
     live_preview: bool = False
-    preview_steps: int = 10          # the live preview's FastDrag: DDIM steps and inversion strength
-    preview_strength: float = 0.7
+    # the live preview's FastDrag: DDIM steps and inversion strength
+    preview_steps: int = setting_info("fastdrag_inference_steps").default
+    preview_strength: float = setting_info("fastdrag_inversion_strength").default
 
     def preview_config(self, editor: Optional[DragEditor]) -> DragConfig:
         """The live preview's settings: FastDrag with its own steps and strength, no LoRA, no frames."""

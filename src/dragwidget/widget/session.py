@@ -30,8 +30,7 @@ from .drawing import draw_pairs
 from .setting_traits import current_names
 
 SESSION_FORMAT = "dragwidget-session/1"
-# Widget parameters renamed to the DragConfig fields they set; the old names are still read, with a
-# DeprecationWarning, until the next release.
+
 # The globals a pickle of {'prompt': str, 'points': list, 'mask': ndarray} may name (numpy 1 and 2).
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),

@@ -33,7 +33,7 @@ import ipywidgets as widgets
 import traitlets
 from PIL import Image
 
-from ..api import DragConfig, DragEditor, DragResult, InputError
+from ..api import DragConfig, DragEditor, DragResult, InputError, setting_info
 from .canvas import MODES, DragCanvas
 from .compat import titled_tabs
 from .history import Checked
@@ -79,8 +79,10 @@ class DragWidget(widgets.VBox, SettingTraits):
     drag_steps = renamed_trait("drag_steps")
     learning_rate = renamed_trait("learning_rate")
     live_preview = traitlets.Bool(True, help="while a pair is dragged with the pointer, show FastDrag's edit of it")
-    preview_steps = traitlets.Int(10, help="the live preview's DDIM steps (FastDrag's fastdrag_inference_steps)")
-    preview_strength = traitlets.Float(0.7, help="the live preview's inversion strength (FastDrag's)")
+    preview_steps = traitlets.Int(setting_info("fastdrag_inference_steps").default,
+                                  help="the live preview's DDIM steps (FastDrag's fastdrag_inference_steps)")
+    preview_strength = traitlets.Float(setting_info("fastdrag_inversion_strength").default,
+                                       help="the live preview's inversion strength (FastDrag's)")
     show_features = traitlets.Bool(True, help="after each drag, compute and show the PCA feature grid of original and edited")
     feature_blocks = traitlets.Any(None, allow_none=True,
                                    help="decoder blocks of the feature grid; None = the drag's own (config.feature_block)")
